@@ -1,0 +1,62 @@
+# dagster-taskiq-go — build, test and demo. Every target installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TOOLS  := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
+export CGO_LDFLAGS_ALLOW := -fwrapv
+
+GO_SRC := go.mod go.sum $(shell find gobridge -name '*.go' 2>/dev/null)
+PY_SRC := setup.py pyproject.toml $(shell find dagster_taskiq_go pyshim -name '*.py' 2>/dev/null)
+
+.PHONY: help venv tools install build wheel test test-go test-py lint demo clean check-go
+
+help:
+	@echo "make demo     set up everything and run the local demo (moto + workers + example job)"
+	@echo "make test     run all tests (Go and Python)"
+	@echo "make install | build | wheel | test-go | test-py | lint | clean"
+
+check-go:
+	@command -v go >/dev/null || { echo "Go 1.26 is required to build the core: install it and retry"; exit 1; }
+
+venv: $(VENV)/.deps-stamp
+$(VENV)/.deps-stamp: requirements/dev.txt requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
+	touch $@
+
+tools: $(TOOLS)/gopy $(TOOLS)/goimports
+$(TOOLS)/gopy $(TOOLS)/goimports: tools/go.mod tools/go.sum | check-go
+	cd tools && GOBIN=$(TOOLS) go install github.com/go-python/gopy golang.org/x/tools/cmd/goimports
+
+# Build the gopy extension and install the package into the venv (not editable: the wheel layout).
+install: $(VENV)/.install-stamp
+build: install
+$(VENV)/.install-stamp: $(VENV)/.deps-stamp $(TOOLS)/gopy $(GO_SRC) $(PY_SRC)
+	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall .
+	touch $@
+
+wheel: venv tools
+	rm -rf dist
+	$(PY) -m pip wheel --no-build-isolation --no-deps -w dist .
+	$(VENV)/bin/auditwheel show dist/*.whl
+
+test: test-go test-py
+
+test-go: venv check-go
+	go test -race -count=1 ./...
+
+test-py: install
+	$(PY) -m pytest -q
+
+lint: venv
+	go vet ./...
+	@test -z "$$(gofmt -l gobridge tools)" || { gofmt -l gobridge tools; echo "gofmt: files above need formatting"; exit 1; }
+	$(VENV)/bin/ruff check dagster_taskiq_go pyshim tests examples setup.py
+
+demo: install
+	$(VENV)/bin/dagster-taskiq-go dev
+
+clean:
+	rm -rf build dist *.egg-info $(VENV)/.install-stamp

@@ -1,0 +1,3 @@
+from dagster_taskiq_go.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""The ``dagster-taskiq-go`` command: workers, queues and the local dev loop."""
+
+import functools
+import json
+import signal
+import sys
+
+import click
+import yaml
+
+from dagster_taskiq_go.version import __version__
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def transport_options(fn):
+    """Options shared by every command that talks to SQS/S3 (the executor's core config keys)."""
+
+    @click.option("-y", "--config-yaml", type=click.Path(exists=True, dir_okay=False),
+                  help="YAML file with the executor's config keys (s3_bucket, endpoint_url, ...).")
+    @click.option("--s3-bucket", envvar="DAGSTER_TASKIQ_S3_BUCKET", help="Bucket for task state.")
+    @click.option("--s3-prefix", envvar="DAGSTER_TASKIQ_S3_PREFIX", help="Key prefix in the bucket.")
+    @click.option("--endpoint-url", envvar="DAGSTER_TASKIQ_ENDPOINT_URL", help="SQS and S3 endpoint (emulators).")
+    @click.option("--region", "region_name", envvar="DAGSTER_TASKIQ_REGION", help="AWS region.")
+    @click.option("--queue-prefix", envvar="DAGSTER_TASKIQ_QUEUE_PREFIX", help="Prefix of SQS queue names.")
+    @functools.wraps(fn)
+    def wrapper(config_yaml, **kwargs):
+        config = {}
+        if config_yaml:
+            with open(config_yaml) as f:
+                config = yaml.safe_load(f) or {}
+            if not isinstance(config, dict):
+                raise click.BadParameter("must hold a mapping of config keys", param_hint="--config-yaml")
+        for key in ("s3_bucket", "s3_prefix", "endpoint_url", "region_name", "queue_prefix"):
+            value = kwargs.pop(key)
+            if value is not None:
+                config[key] = value
+        return fn(core_config=_core_config(config), **kwargs)
+
+    return wrapper
+
+
+def _core_config(config: dict) -> str:
+    from dagster_taskiq_go._pyshim.errors import TaskiqConfigError
+    from dagster_taskiq_go.config import core_config_json
+
+    try:
+        return core_config_json(config)
+    except TaskiqConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="dagster-taskiq-go")
+def main():
+    """Run Dagster steps and runs on worker fleets through AWS SQS."""
+
+
+@main.group()
+def worker():
+    """Start and inspect workers."""
+
+
+@worker.command("start")
+@click.option("-q", "--queue", "queues", multiple=True, default=["dagster"], show_default=True,
+              help="Queue to serve (repeatable).")
+@click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Step slots.")
+@click.option("-n", "--name", default="", help="Worker name (default: the host name); a unique suffix is added.")
+@click.option("--poll-wait", type=int, default=20, show_default=True, help="SQS long-poll wait, seconds (1-20).")
+@click.option("--heartbeat-interval", type=int, default=5, show_default=True,
+              help="Seconds between lease renewals and cancel checks.")
+@click.option("--grace-period", type=int, default=30, show_default=True,
+              help="Seconds a task may run after SIGTERM (and a graceful stop waits) before SIGKILL.")
+@click.option("--insecure-no-signing", is_flag=True,
+              help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.")
+@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@transport_options
+def worker_start(core_config, queues, concurrency, name, poll_wait, heartbeat_interval, grace_period,
+                 insecure_no_signing, log_level):
+    """Start a worker that runs tasks from QUEUEs until SIGINT/SIGTERM (a second signal stops at once)."""
+    from dagster_taskiq_go._pyshim import call
+    from dagster_taskiq_go._pyshim.errors import TaskiqConfigError, TaskiqError
+
+    options = {
+        "queues": list(queues),
+        "concurrency": concurrency,
+        "name": name,
+        "poll_wait_seconds": poll_wait,
+        "heartbeat_seconds": heartbeat_interval,
+        "grace_period_seconds": grace_period,
+        "python": sys.executable,
+        "insecure_no_signing": insecure_no_signing,
+    }
+    try:
+        handle = call("WorkerStart", core_config, json.dumps(options), log_level)
+    except TaskiqConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except TaskiqError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"worker {call('WorkerID', handle)} serving {', '.join(queues)}", err=True)
+
+    signals = []
+
+    def on_signal(signum, _frame):
+        signals.append(signum)
+        # The first signal drains; the second stops running tasks at once.
+        call("WorkerStop", handle, len(signals) == 1)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # Wait in short slices: a blocking Go call would delay signal handling until it returns.
+    while True:
+        summary = call("WorkerWait", handle, 250)
+        if summary:
+            click.echo(f"worker stopped: {summary}", err=True)
+            return
+
+
+@main.group()
+def queue():
+    """Create and inspect queues."""
+
+
+@queue.command("create")
+@click.argument("names", nargs=-1, required=True)
+@transport_options
+def queue_create(core_config, names):
+    """Create queues NAMES (each with a dead-letter queue) and the bucket."""
+    from dagster_taskiq_go._pyshim import call
+    from dagster_taskiq_go._pyshim.errors import TaskiqError
+
+    for name in names:
+        try:
+            url = call("QueueCreate", core_config, name)
+        except TaskiqError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{name}\t{url}")
+
+
+@main.command()
+@click.option("--workers", type=int, default=2, show_default=True, help="Worker processes to start.")
+@click.option("--keep-running", is_flag=True, help="Keep moto and the workers up after the example run.")
+def dev(workers, keep_running):
+    """Local demo: moto (SQS+S3), workers and the example job, in one command."""
+    from dagster_taskiq_go.dev import run_dev
+
+    sys.exit(run_dev(workers=workers, keep_running=keep_running))

@@ -1,0 +1,109 @@
+"""``TaskiqStepHandler``: Dagster's step delegation over SQS workers.
+
+Steps are submitted as signed SQS messages; their state lives in S3 task records, so health checks
+and termination work from any process, including a resumed run worker.
+"""
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from dagster import DagsterEvent
+from dagster._core.executor.step_delegating import CheckStepHealthResult, StepHandler, StepHandlerContext
+
+from dagster_taskiq_go._pyshim import call_json
+from dagster_taskiq_go._pyshim.errors import TaskiqNotFoundError
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class TaskiqStepHandler(StepHandler):
+    def __init__(self, core_config_json: str):
+        super().__init__()
+        self._config = core_config_json
+        self._max_queue_wait = json.loads(core_config_json)["config_source"]["max_queue_wait_seconds"]
+
+    @property
+    def name(self) -> str:
+        return "TaskiqStepHandler"
+
+    @staticmethod
+    def _step_key(ctx: StepHandlerContext) -> str:
+        keys = ctx.execute_step_args.step_keys_to_execute
+        assert keys is not None and len(keys) == 1, "TaskiqStepHandler launches one step at a time"
+        return keys[0]
+
+    @classmethod
+    def _attempt(cls, ctx: StepHandlerContext) -> int:
+        known_state = ctx.execute_step_args.known_state
+        retries = known_state.get_retry_state().get_attempt_count(cls._step_key(ctx)) if known_state else 0
+        return retries + 1
+
+    def _task_id(self, ctx: StepHandlerContext) -> str:
+        return f"{ctx.execute_step_args.run_id}/{self._step_key(ctx)}/{self._attempt(ctx)}"
+
+    def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
+        ctx = step_handler_context
+        step_key = self._step_key(ctx)
+        args = ctx.execute_step_args
+        request = {
+            "kind": "execute_step",
+            "run_id": args.run_id,
+            "step_key": step_key,
+            "attempt": self._attempt(ctx),
+            "args": args.get_command_env()[0]["value"],
+        }
+        result = call_json("Submit", self._config, json.dumps(request))
+        yield DagsterEvent.step_worker_starting(
+            ctx.get_step_context(step_key),
+            message=f'Submitted step "{step_key}" to queue {result["queue"]} (task {result["task_id"]}).',
+            metadata={
+                "task_id": result["task_id"],
+                "queue": result["queue"],
+                "band": str(result["band"]),
+                "payload_offloaded": str(result["payload_offloaded"]),
+            },
+        )
+
+    def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
+        task_id = self._task_id(step_handler_context)
+        try:
+            record = call_json("TaskStatus", self._config, task_id)
+        except TaskiqNotFoundError:
+            return CheckStepHealthResult.unhealthy(f"Task {task_id} has no record: it was never submitted.")
+        now = datetime.now(timezone.utc)
+        state = record["state"]
+        if state == "QUEUED":
+            waited = (now - _parse_time(record["queued_at"])).total_seconds()
+            if waited > self._max_queue_wait:
+                return CheckStepHealthResult.unhealthy(
+                    f"Task {task_id} waited {waited:.0f}s in queue {record['queue']} without a worker taking it "
+                    f"(max_queue_wait_seconds={self._max_queue_wait}). Is a worker listening to "
+                    f"queue {record['queue']}?"
+                )
+            return CheckStepHealthResult.healthy()
+        if state == "RUNNING":
+            lease = _parse_time(record.get("lease_until"))
+            if lease is not None and now > lease:
+                return CheckStepHealthResult.unhealthy(
+                    f"Worker {record['worker_id']} lost: the lease of task {task_id} expired at {lease.isoformat()}."
+                )
+            return CheckStepHealthResult.healthy()
+        if state == "SUCCESS":
+            return CheckStepHealthResult.healthy()
+        return CheckStepHealthResult.unhealthy(
+            f"Task {task_id} is {state} on worker {record.get('worker_id') or '-'}: {record.get('reason') or ''}"
+        )
+
+    def terminate_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
+        ctx = step_handler_context
+        step_key = self._step_key(ctx)
+        task_id = self._task_id(ctx)
+        result = call_json("Cancel", self._config, task_id)
+        yield DagsterEvent.engine_event(
+            ctx.get_step_context(step_key),
+            message=f'Requested termination of step "{step_key}" (task {task_id}, state {result["state"]}).',
+            event_specific_data=None,
+        )

@@ -1,0 +1,244 @@
+// Package gobridge is the facade that gopy exports to Python. It holds plain
+// functions only: JSON strings in and out, at most (T, error) results, no
+// callbacks. Every function recovers panics, and every error crosses as
+// "<code>: <message>" (see internal/fault) for pyshim to map to an exception.
+package gobridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/worker"
+)
+
+// CoreVersion is the version of the Go core; it equals the Python package's.
+const CoreVersion = "0.1.0"
+
+// callTimeout bounds one facade call that talks to AWS.
+const callTimeout = 2 * time.Minute
+
+// Version returns the Go core's version.
+func Version() string { return CoreVersion }
+
+// ValidateConfig parses a configuration and returns it with defaults applied.
+func ValidateConfig(configJSON string) (string, error) {
+	return guard(func() (string, error) {
+		cfg, err := config.Parse([]byte(configJSON))
+		if err != nil {
+			return "", err
+		}
+		return toJSON(cfg)
+	})
+}
+
+// Submit sends one task (a submit.Request as JSON) and returns a submit.Result.
+func Submit(configJSON, requestJSON string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		var req submit.Request
+		if err := json.Unmarshal([]byte(requestJSON), &req); err != nil {
+			return "", fault.Wrap(fault.Config, err, "submit request is not valid JSON")
+		}
+		res, err := submit.Submit(ctx, t, req)
+		if err != nil {
+			return "", err
+		}
+		return toJSON(res)
+	})
+}
+
+// TaskStatus returns a task's record as JSON; a missing record is not_found.
+func TaskStatus(configJSON, taskID string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		rec, err := t.Store.GetTask(ctx, taskID)
+		if err != nil {
+			return "", err
+		}
+		return toJSON(rec)
+	})
+}
+
+// Cancel stops a task (see submit.Cancel) and returns a submit.CancelResult.
+func Cancel(configJSON, taskID string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		res, err := submit.Cancel(ctx, t, taskID)
+		if err != nil {
+			return "", err
+		}
+		return toJSON(res)
+	})
+}
+
+// QueueCreate creates a logical queue with its dead-letter queue, and the
+// bucket, and returns the queue URL.
+func QueueCreate(configJSON, queue string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		if err := config.ValidateQueueName(queue); err != nil {
+			return "", fault.Wrap(fault.Config, err, "queue create")
+		}
+		if err := t.Store.EnsureBucket(ctx); err != nil {
+			return "", err
+		}
+		return t.Queues.Create(ctx, queue)
+	})
+}
+
+var (
+	workersMu  sync.Mutex
+	workers    = map[int64]*worker.Worker{}
+	nextHandle int64
+)
+
+// WorkerStart starts a worker (options: worker.Options as JSON) and returns a
+// handle for WorkerWait and WorkerStop. logLevel is debug, info, warn or error.
+func WorkerStart(configJSON, optionsJSON, logLevel string) (int64, error) {
+	return guard(func() (int64, error) {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+			return 0, fault.New(fault.Config, "--log-level: %q is not one of debug, info, warn, error", logLevel)
+		}
+		opts, err := worker.ParseOptions([]byte(optionsJSON))
+		if err != nil {
+			return 0, err
+		}
+		t, err := openTransport(configJSON)
+		if err != nil {
+			return 0, err
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		w, err := worker.New(opts, t, log, os.Stderr)
+		if err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		if err := w.Start(ctx); err != nil {
+			return 0, err
+		}
+		workersMu.Lock()
+		defer workersMu.Unlock()
+		nextHandle++
+		workers[nextHandle] = w
+		return nextHandle, nil
+	})
+}
+
+// WorkerID returns the id of a started worker.
+func WorkerID(handle int64) (string, error) {
+	return guard(func() (string, error) {
+		w, err := lookupWorker(handle)
+		if err != nil {
+			return "", err
+		}
+		return w.ID(), nil
+	})
+}
+
+// WorkerWait blocks up to timeoutMs. It returns "" while the worker runs and
+// its summary (JSON) once it has stopped, after which the handle is released.
+func WorkerWait(handle int64, timeoutMs int) (string, error) {
+	return guard(func() (string, error) {
+		w, err := lookupWorker(handle)
+		if err != nil {
+			return "", err
+		}
+		if !w.Wait(time.Duration(timeoutMs) * time.Millisecond) {
+			return "", nil
+		}
+		workersMu.Lock()
+		delete(workers, handle)
+		workersMu.Unlock()
+		return toJSON(w.Summary())
+	})
+}
+
+// WorkerStop asks a worker to stop: gracefully (finish running tasks within
+// the grace period) or at once (terminate them now).
+func WorkerStop(handle int64, graceful bool) error {
+	_, err := guard(func() (string, error) {
+		w, err := lookupWorker(handle)
+		if err != nil {
+			return "", err
+		}
+		w.Stop(graceful)
+		return "", nil
+	})
+	return err
+}
+
+// Crash panics with message. It exists so tests can prove that a Go panic
+// reaches Python as an exception instead of aborting the interpreter.
+func Crash(message string) (string, error) {
+	return guard(func() (string, error) { panic(message) })
+}
+
+func lookupWorker(handle int64) (*worker.Worker, error) {
+	workersMu.Lock()
+	defer workersMu.Unlock()
+	w, ok := workers[handle]
+	if !ok {
+		return nil, fault.New(fault.NotFound, "no worker with handle %d", handle)
+	}
+	return w, nil
+}
+
+var transports sync.Map // config JSON → *transport.Transport
+
+func openTransport(configJSON string) (*transport.Transport, error) {
+	if t, ok := transports.Load(configJSON); ok {
+		return t.(*transport.Transport), nil
+	}
+	cfg, err := config.Parse([]byte(configJSON))
+	if err != nil {
+		return nil, err
+	}
+	t, err := transport.Open(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := transports.LoadOrStore(configJSON, t)
+	return actual.(*transport.Transport), nil
+}
+
+func withTransport(configJSON string, fn func(context.Context, *transport.Transport) (string, error)) (string, error) {
+	return guard(func() (string, error) {
+		t, err := openTransport(configJSON)
+		if err != nil {
+			return "", err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		return fn(ctx, t)
+	})
+}
+
+// guard runs fn, turns a panic into an internal error and encodes any error
+// for the bridge.
+func guard[T any](fn func() (T, error)) (out T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.New(fault.Encode(fault.New(fault.Internal, "panic in Go core: %v", r)))
+		}
+	}()
+	out, err = fn()
+	if err != nil {
+		err = errors.New(fault.Encode(err))
+	}
+	return out, err
+}
+
+func toJSON(v any) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", fault.Wrap(fault.Internal, err, "encode %T", v)
+	}
+	return string(data), nil
+}

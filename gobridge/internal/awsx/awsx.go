@@ -1,0 +1,59 @@
+// Package awsx builds the SQS and S3 clients from the shared configuration.
+// Credentials always come from the standard AWS chain, never from config.
+package awsx
+
+import (
+	"context"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+)
+
+// MaxAttemptsDefault is how many times the SDK tries one call before the error
+// reaches the caller (with exponential backoff between tries).
+const MaxAttemptsDefault = 6
+
+// Clients holds one SQS and one S3 client for a configuration.
+type Clients struct {
+	SQS *sqs.Client
+	S3  *s3.Client
+}
+
+// New loads the AWS chain (environment, profile, instance role) and points the
+// clients at cfg.EndpointURL when one is set.
+func New(ctx context.Context, cfg config.Config) (Clients, error) {
+	opts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = MaxAttemptsDefault })
+		}),
+	}
+	if cfg.RegionName != "" {
+		opts = append(opts, awsconfig.WithRegion(cfg.RegionName))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return Clients{}, fault.Wrap(fault.Config, err, "load AWS configuration")
+	}
+	if awsCfg.Region == "" {
+		return Clients{}, fault.New(fault.Config,
+			`key "region_name" is not set and the AWS environment names no region (AWS_REGION, AWS_DEFAULT_REGION or a profile)`)
+	}
+	sqsClient := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
+		if cfg.EndpointURL != "" {
+			o.BaseEndpoint = aws.String(cfg.EndpointURL)
+		}
+	})
+	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.EndpointURL != "" {
+			o.BaseEndpoint = aws.String(cfg.EndpointURL)
+			o.UsePathStyle = true // emulators serve buckets by path, not by virtual host
+		}
+	})
+	return Clients{SQS: sqsClient, S3: s3Client}, nil
+}

@@ -1,0 +1,192 @@
+// Package store keeps task state in S3: task records, claims, cancel markers
+// and large payloads, all under one key prefix.
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+)
+
+// State is a task's lifecycle state.
+type State string
+
+const (
+	Queued   State = "QUEUED"
+	Running  State = "RUNNING"
+	Success  State = "SUCCESS"
+	Failed   State = "FAILED"
+	Canceled State = "CANCELED"
+)
+
+// Record is a task's state as stored in <prefix>/tasks/<task_id>.json.
+type Record struct {
+	TaskID     string     `json:"task_id"`
+	Kind       string     `json:"kind"`
+	RunID      string     `json:"run_id"`
+	StepKey    string     `json:"step_key,omitempty"`
+	Attempt    int        `json:"attempt"`
+	Queue      string     `json:"queue"`
+	Band       int        `json:"band"`
+	State      State      `json:"state"`
+	QueuedAt   time.Time  `json:"queued_at"`
+	WorkerID   string     `json:"worker_id,omitempty"`
+	Host       string     `json:"host,omitempty"`
+	PID        int        `json:"pid,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	LeaseUntil *time.Time `json:"lease_until,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+}
+
+// Claim is the body of a claim object: who took the task, and when.
+type Claim struct {
+	TaskID    string    `json:"task_id"`
+	WorkerID  string    `json:"worker_id"`
+	ClaimedAt time.Time `json:"claimed_at"`
+}
+
+// Store reads and writes task state in one bucket under one prefix.
+type Store struct {
+	api    *s3.Client
+	bucket string
+	prefix string
+}
+
+// New returns a Store.
+func New(api *s3.Client, bucket, prefix string) *Store {
+	return &Store{api: api, bucket: bucket, prefix: prefix}
+}
+
+// Bucket names the bucket.
+func (s *Store) Bucket() string { return s.bucket }
+
+func (s *Store) taskKey(id string) string   { return s.prefix + "/tasks/" + id + ".json" }
+func (s *Store) claimKey(id string) string  { return s.prefix + "/claims/" + id }
+func (s *Store) cancelKey(id string) string { return s.prefix + "/cancels/" + id }
+
+// PayloadKey is where the large args of a task are kept.
+func (s *Store) PayloadKey(id string) string { return s.prefix + "/payloads/" + id }
+
+// PutTask writes a task record.
+func (s *Store) PutTask(ctx context.Context, r Record) error {
+	return s.putJSON(ctx, s.taskKey(r.TaskID), r)
+}
+
+// GetTask reads a task record; a missing record is a not_found error.
+func (s *Store) GetTask(ctx context.Context, id string) (Record, error) {
+	var r Record
+	data, err := s.Get(ctx, s.taskKey(id))
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fault.Wrap(fault.Payload, err, "task record %s is corrupt", id)
+	}
+	return r, nil
+}
+
+// Claim creates the claim object for a task only if none exists. It returns
+// false, nil when another worker already holds the claim.
+func (s *Store) Claim(ctx context.Context, c Claim) (bool, error) {
+	body, _ := json.Marshal(c)
+	_, err := s.api.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(s.claimKey(c.TaskID)),
+		Body: bytes.NewReader(body), IfNoneMatch: aws.String("*"),
+	})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "PreconditionFailed" {
+		return false, nil
+	}
+	if err != nil {
+		return false, fault.Wrap(fault.Transport, err, "claim task %s", c.TaskID)
+	}
+	return true, nil
+}
+
+// MarkCanceled writes the cancel marker of a task.
+func (s *Store) MarkCanceled(ctx context.Context, id string) error {
+	return s.Put(ctx, s.cancelKey(id), []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+}
+
+// IsCanceled reports whether a cancel marker exists for the task.
+func (s *Store) IsCanceled(ctx context.Context, id string) (bool, error) {
+	return s.exists(ctx, s.cancelKey(id))
+}
+
+// IsClaimed reports whether a worker has claimed the task.
+func (s *Store) IsClaimed(ctx context.Context, id string) (bool, error) {
+	return s.exists(ctx, s.claimKey(id))
+}
+
+// Put writes an object.
+func (s *Store) Put(ctx context.Context, key string, data []byte) error {
+	_, err := s.api.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: bytes.NewReader(data)})
+	return fault.Wrap(fault.Transport, err, "write s3://%s/%s", s.bucket, key)
+}
+
+// Get reads an object; a missing object is a not_found error.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	var missing *types.NoSuchKey
+	if errors.As(err, &missing) {
+		return nil, fault.New(fault.NotFound, "s3://%s/%s does not exist", s.bucket, key)
+	}
+	if err != nil {
+		return nil, fault.Wrap(fault.Transport, err, "read s3://%s/%s", s.bucket, key)
+	}
+	defer out.Body.Close()
+	data, err := io.ReadAll(out.Body)
+	return data, fault.Wrap(fault.Transport, err, "read s3://%s/%s", s.bucket, key)
+}
+
+// Delete removes an object (a missing object is not an error).
+func (s *Store) Delete(ctx context.Context, key string) error {
+	_, err := s.api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	return fault.Wrap(fault.Transport, err, "delete s3://%s/%s", s.bucket, key)
+}
+
+// EnsureBucket creates the bucket if it does not exist yet.
+func (s *Store) EnsureBucket(ctx context.Context) error {
+	if _, err := s.api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)}); err == nil {
+		return nil
+	}
+	_, err := s.api.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.bucket)})
+	var owned *types.BucketAlreadyOwnedByYou
+	if errors.As(err, &owned) {
+		return nil
+	}
+	return fault.Wrap(fault.Transport, err, "create bucket %q", s.bucket)
+}
+
+func (s *Store) putJSON(ctx context.Context, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fault.Wrap(fault.Internal, err, "encode %s", key)
+	}
+	return s.Put(ctx, key, data)
+}
+
+func (s *Store) exists(ctx context.Context, key string) (bool, error) {
+	_, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	var nf *types.NotFound
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fault.Wrap(fault.Transport, err, "head s3://%s/%s", s.bucket, key)
+	}
+	return true, nil
+}

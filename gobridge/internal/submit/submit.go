@@ -1,0 +1,151 @@
+// Package submit turns a task request into a QUEUED task record and a signed
+// SQS message, and cancels tasks.
+package submit
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
+)
+
+// Message attribute names. The signature covers the body; the others let
+// operators and the dead-letter path identify a message without parsing it.
+const (
+	AttrSignature = "dagster_taskiq_sig"
+	AttrTaskID    = "dagster_taskiq_task_id"
+)
+
+// Request asks for one task.
+type Request struct {
+	Kind     envelope.Kind `json:"kind"`
+	RunID    string        `json:"run_id"`
+	StepKey  string        `json:"step_key"`
+	Attempt  int           `json:"attempt"`
+	Queue    string        `json:"queue"` // logical queue; empty means default_queue
+	Priority int           `json:"priority"`
+	Args     string        `json:"args"` // serialized Dagster args, opaque here
+}
+
+// Result says where the task went.
+type Result struct {
+	TaskID    string `json:"task_id"`
+	Queue     string `json:"queue"`
+	QueueURL  string `json:"queue_url"`
+	Band      int    `json:"band"`
+	MessageID string `json:"message_id"`
+	Offloaded bool   `json:"payload_offloaded"`
+}
+
+// Submit records the task as QUEUED and sends its envelope.
+func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, error) {
+	if !req.Kind.Valid() {
+		return Result{}, fault.New(fault.Config, "unknown task kind %q", req.Kind)
+	}
+	if req.RunID == "" || req.Args == "" || (req.Kind == envelope.ExecuteStep && req.StepKey == "") {
+		return Result{}, fault.New(fault.Config, "a %s request needs run_id, args%s", req.Kind,
+			map[bool]string{true: " and step_key", false: ""}[req.Kind == envelope.ExecuteStep])
+	}
+	key, err := signingKey()
+	if err != nil {
+		return Result{}, err
+	}
+	queue := req.Queue
+	if queue == "" {
+		queue = t.Config.DefaultQueue
+	}
+	if err := config.ValidateQueueName(queue); err != nil {
+		return Result{}, fault.Wrap(fault.Config, err, "route task")
+	}
+	url, err := t.QueueURL(ctx, queue)
+	if err != nil {
+		return Result{}, err
+	}
+	env := envelope.Envelope{
+		Version: envelope.Version, Kind: req.Kind,
+		TaskID: envelope.TaskID(req.Kind, req.RunID, req.StepKey, req.Attempt),
+		RunID:  req.RunID, StepKey: req.StepKey, Attempt: req.Attempt,
+		Queue: queue, SentAt: time.Now().UTC(), Args: req.Args,
+	}
+	res := Result{TaskID: env.TaskID, Queue: queue, QueueURL: url}
+	if len(req.Args) > t.Config.Source.PayloadThresholdBytes {
+		env.ArgsKey, env.Args = t.Store.PayloadKey(env.TaskID), ""
+		if err := t.Store.Put(ctx, env.ArgsKey, []byte(req.Args)); err != nil {
+			return Result{}, err
+		}
+		res.Offloaded = true
+	}
+	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
+		Attempt: env.Attempt, Queue: queue, Band: env.Band, State: store.Queued, QueuedAt: env.SentAt}
+	if err := t.Store.PutTask(ctx, rec); err != nil {
+		return Result{}, err
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return Result{}, fault.Wrap(fault.Internal, err, "encode envelope")
+	}
+	attrs := map[string]string{AttrTaskID: env.TaskID}
+	if key != nil {
+		attrs[AttrSignature] = envelope.Sign(key, body)
+	}
+	if res.MessageID, err = t.Queues.Send(ctx, url, string(body), attrs); err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+func signingKey() ([]byte, error) {
+	key, err := envelope.KeyFromEnv()
+	if err != nil || key != nil {
+		return key, err
+	}
+	if os.Getenv(envelope.InsecureEnv) == "1" {
+		return nil, nil
+	}
+	return nil, fault.New(fault.Config, "no signing key: set %s or %s (workers refuse unsigned tasks), or %s=1 for workers started with --insecure-no-signing",
+		envelope.KeyEnv, envelope.KeyFileEnv, envelope.InsecureEnv)
+}
+
+// CancelResult says what a cancel did.
+type CancelResult struct {
+	TaskID string      `json:"task_id"`
+	State  store.State `json:"state"`
+	// Requested is true when the cancel changed something: a queued task will
+	// never start, or its worker was asked to stop it.
+	Requested bool `json:"requested"`
+}
+
+// Cancel stops a task. It writes the cancel marker first and reads the claim
+// second; a worker writes the claim first and reads the marker second, so one
+// side always sees the other and a queued task never starts.
+func Cancel(ctx context.Context, t *transport.Transport, taskID string) (CancelResult, error) {
+	rec, err := t.Store.GetTask(ctx, taskID)
+	if err != nil {
+		return CancelResult{}, err
+	}
+	switch rec.State {
+	case store.Success, store.Failed, store.Canceled:
+		return CancelResult{TaskID: taskID, State: rec.State}, nil
+	}
+	if err := t.Store.MarkCanceled(ctx, taskID); err != nil {
+		return CancelResult{}, err
+	}
+	claimed, err := t.Store.IsClaimed(ctx, taskID)
+	if err != nil {
+		return CancelResult{}, err
+	}
+	if !claimed {
+		now := time.Now().UTC()
+		rec.State, rec.Reason, rec.FinishedAt = store.Canceled, "canceled before a worker started it", &now
+		if err := t.Store.PutTask(ctx, rec); err != nil {
+			return CancelResult{}, err
+		}
+	}
+	return CancelResult{TaskID: taskID, State: rec.State, Requested: true}, nil
+}

@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+)
+
+// Defaults of the worker options.
+const (
+	ConcurrencyDefault        = 1
+	PollWaitSecondsDefault    = 20
+	HeartbeatSecondsDefault   = 5
+	GracePeriodSecondsDefault = 30
+)
+
+// Options configure one worker process. They are set by `worker start`.
+type Options struct {
+	// Queues are the logical queues to serve. Required.
+	Queues []string `json:"queues"`
+	// Concurrency is the number of step slots. Default 1.
+	Concurrency int `json:"concurrency"`
+	// Name prefixes the worker id. Default: the host name.
+	Name string `json:"name"`
+	// PollWaitSeconds is the SQS long-poll wait (1..20). Default 20.
+	PollWaitSeconds int `json:"poll_wait_seconds"`
+	// HeartbeatSeconds is how often leases are renewed and cancel markers read. Default 5.
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+	// GracePeriodSeconds is how long a task may run after SIGTERM before SIGKILL,
+	// and how long a graceful stop waits for running tasks. Default 30.
+	GracePeriodSeconds int `json:"grace_period_seconds"`
+	// Python is the interpreter that runs tasks (the worker's own). Required.
+	Python string `json:"python"`
+	// InsecureNoSigning accepts unsigned messages. Default false.
+	InsecureNoSigning bool `json:"insecure_no_signing"`
+}
+
+var optionKeys = []string{"queues", "concurrency", "name", "poll_wait_seconds", "heartbeat_seconds",
+	"grace_period_seconds", "python", "insecure_no_signing"}
+
+// ParseOptions decodes and validates worker options.
+func ParseOptions(data []byte) (Options, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Options{}, fault.Wrap(fault.Config, err, "worker options are not a JSON object")
+	}
+	for key := range raw {
+		if !slices.Contains(optionKeys, key) {
+			return Options{}, fault.New(fault.Config, "unknown worker option %q; valid options: %s", key, strings.Join(optionKeys, ", "))
+		}
+	}
+	var o Options
+	if err := json.Unmarshal(data, &o); err != nil {
+		return Options{}, fault.Wrap(fault.Config, err, "worker options")
+	}
+	o = o.WithDefaults()
+	if err := o.validate(); err != nil {
+		return Options{}, fault.Wrap(fault.Config, err, "invalid worker options")
+	}
+	return o, nil
+}
+
+// WithDefaults fills unset options.
+func (o Options) WithDefaults() Options {
+	o.Concurrency = cmp.Or(o.Concurrency, ConcurrencyDefault)
+	o.PollWaitSeconds = cmp.Or(o.PollWaitSeconds, PollWaitSecondsDefault)
+	o.HeartbeatSeconds = cmp.Or(o.HeartbeatSeconds, HeartbeatSecondsDefault)
+	o.GracePeriodSeconds = cmp.Or(o.GracePeriodSeconds, GracePeriodSecondsDefault)
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	var errs []error
+	if len(o.Queues) == 0 {
+		errs = append(errs, errors.New("--queue: name at least one queue"))
+	}
+	for _, q := range o.Queues {
+		if err := config.ValidateQueueName(q); err != nil {
+			errs = append(errs, fmt.Errorf("--queue: %w", err))
+		}
+	}
+	if o.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("--concurrency: %d must be at least 1", o.Concurrency))
+	}
+	if o.PollWaitSeconds < 1 || o.PollWaitSeconds > 20 {
+		errs = append(errs, fmt.Errorf("--poll-wait: %d is outside 1..20 seconds", o.PollWaitSeconds))
+	}
+	if o.HeartbeatSeconds < 1 {
+		errs = append(errs, fmt.Errorf("--heartbeat-interval: %d must be at least 1 second", o.HeartbeatSeconds))
+	}
+	if o.GracePeriodSeconds < 1 {
+		errs = append(errs, fmt.Errorf("--grace-period: %d must be at least 1 second", o.GracePeriodSeconds))
+	}
+	if o.Python == "" {
+		errs = append(errs, errors.New("python: the interpreter that runs tasks is required"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,366 @@
+// Package worker is the worker runtime: it receives tasks from SQS when a slot
+// is free, claims them in S3, runs each in a child process and records the
+// outcome. Signals are the caller's business: Stop is how it is told to end.
+package worker
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
+)
+
+// writeTimeout bounds the final writes (records, deletes) that run after a
+// stop has been requested, so shutdown never drops them nor hangs on them.
+const writeTimeout = 30 * time.Second
+
+// Summary is what a stopped worker reports.
+type Summary struct {
+	WorkerID string `json:"worker_id"`
+	TasksRun int64  `json:"tasks_run"`
+}
+
+// Worker serves a set of queues.
+type Worker struct {
+	opts   Options
+	tr     *transport.Transport
+	key    []byte
+	id     string
+	host   string
+	log    *slog.Logger
+	output io.Writer
+
+	slots chan struct{} // step slots: a token is held from before receive to task end
+
+	fetchCtx  context.Context // canceled to stop receiving
+	stopFetch context.CancelFunc
+	workCtx   context.Context // canceled to stop running tasks
+	stopWork  context.CancelFunc
+	receivers sync.WaitGroup
+	tasks     sync.WaitGroup
+	done      chan struct{}
+	stopOnce  sync.Once
+	tasksRun  atomic.Int64
+	fatalErr  error
+}
+
+// New validates the signing setup and builds a worker; it does not start it.
+func New(opts Options, tr *transport.Transport, log *slog.Logger, output io.Writer) (*Worker, error) {
+	key, err := envelope.KeyFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if key == nil && !opts.InsecureNoSigning {
+		return nil, fault.New(fault.Config, "no signing key: set %s or %s, or pass --insecure-no-signing to run unauthenticated tasks",
+			envelope.KeyEnv, envelope.KeyFileEnv)
+	}
+	host, _ := os.Hostname()
+	suffix := make([]byte, 3)
+	_, _ = crand.Read(suffix)
+	id := opts.Name + "-" + hex.EncodeToString(suffix)
+	return &Worker{
+		opts: opts, tr: tr, key: key, id: id, host: host, output: output,
+		log:   log.With("worker_id", id),
+		slots: make(chan struct{}, opts.Concurrency),
+		done:  make(chan struct{}),
+	}, nil
+}
+
+// ID is the worker's unique id.
+func (w *Worker) ID() string { return w.id }
+
+// Start resolves the queues and starts one receiver per queue.
+func (w *Worker) Start(ctx context.Context) error {
+	urls := make(map[string]string, len(w.opts.Queues))
+	for _, q := range w.opts.Queues {
+		url, err := w.tr.QueueURL(ctx, q)
+		if err != nil {
+			return err
+		}
+		urls[q] = url
+	}
+	w.fetchCtx, w.stopFetch = context.WithCancel(context.Background())
+	w.workCtx, w.stopWork = context.WithCancel(context.Background())
+	for q, url := range urls {
+		w.receivers.Go(func() { w.receive(q, url) })
+	}
+	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "signing", w.key != nil)
+	go func() {
+		w.receivers.Wait()
+		w.tasks.Wait()
+		w.log.Info("worker stopped", "tasks_run", w.tasksRun.Load())
+		close(w.done)
+	}()
+	return nil
+}
+
+// Stop ends the worker. A graceful stop stops receiving and lets running
+// tasks finish for up to the grace period before terminating them; an
+// immediate stop terminates them at once. Stop may be called again to
+// escalate from graceful to immediate.
+func (w *Worker) Stop(graceful bool) {
+	w.stopOnce.Do(func() {
+		w.log.Info("stopping: no new tasks will be taken", "graceful", graceful)
+		w.stopFetch()
+		if graceful {
+			go func() {
+				select {
+				case <-w.done:
+				case <-time.After(time.Duration(w.opts.GracePeriodSeconds) * time.Second):
+					w.log.Warn("grace period over: terminating running tasks")
+					w.stopWork()
+				}
+			}()
+		}
+	})
+	if !graceful {
+		w.stopWork()
+	}
+}
+
+// Wait blocks up to timeout and reports whether the worker has stopped.
+func (w *Worker) Wait(timeout time.Duration) bool {
+	select {
+	case <-w.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// Summary reports what the worker did.
+func (w *Worker) Summary() Summary {
+	return Summary{WorkerID: w.id, TasksRun: w.tasksRun.Load()}
+}
+
+// receive takes a slot, then long-polls for one message, so a message is only
+// ever received by a worker able to start it.
+func (w *Worker) receive(queue, url string) {
+	backoff := time.Second
+	for {
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.fetchCtx.Done():
+			return
+		}
+		msgs, err := w.tr.Queues.Receive(w.fetchCtx, url, 1, w.opts.PollWaitSeconds)
+		if err != nil {
+			<-w.slots
+			if w.fetchCtx.Err() != nil {
+				return
+			}
+			w.log.Warn("receive failed; retrying", "queue", queue, "error", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff + rand.N(backoff/2)):
+			case <-w.fetchCtx.Done():
+				return
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		if len(msgs) == 0 {
+			<-w.slots
+			continue
+		}
+		w.tasks.Go(func() {
+			defer func() { <-w.slots }()
+			w.handle(queue, url, msgs[0])
+		})
+	}
+}
+
+// handle takes one received message from verification to its final record.
+func (w *Worker) handle(queue, url string, m types.Message) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.workCtx), writeTimeout)
+	defer cancel()
+	body := []byte(aws.ToString(m.Body))
+	log := w.log.With("queue", queue, "message_id", aws.ToString(m.MessageId))
+
+	if !w.opts.InsecureNoSigning && !envelope.Verify(w.key, body, sqsx.Attr(m, submit.AttrSignature)) {
+		w.deadLetter(ctx, log, queue, url, m, sqsx.Attr(m, submit.AttrTaskID), "missing or invalid signature")
+		return
+	}
+	env, err := envelope.Decode(body)
+	if err != nil {
+		w.deadLetter(ctx, log, queue, url, m, env.TaskID, err.Error())
+		return
+	}
+	log = log.With("task_id", env.TaskID, "run_id", env.RunID, "step_key", env.StepKey, "kind", env.Kind)
+	if w.fetchCtx.Err() != nil {
+		// Stopping before the claim: hand the message back untouched.
+		if err := w.tr.Queues.Release(ctx, url, aws.ToString(m.ReceiptHandle)); err != nil {
+			log.Warn("could not release message; it returns after its visibility timeout", "error", err)
+		}
+		return
+	}
+	claimed, err := w.tr.Store.Claim(ctx, store.Claim{TaskID: env.TaskID, WorkerID: w.id, ClaimedAt: time.Now().UTC()})
+	if err != nil {
+		log.Warn("claim failed; the message will be redelivered", "error", err)
+		return
+	}
+	if !claimed {
+		log.Info("duplicate delivery: task already claimed; deleting it unrun")
+		w.deleteMessage(ctx, log, url, m)
+		return
+	}
+	// Claim first, then the cancel marker: see submit.Cancel for the other half.
+	canceled, err := w.tr.Store.IsCanceled(ctx, env.TaskID)
+	if err != nil {
+		log.Warn("could not read cancel marker; running the task", "error", err)
+	}
+	w.deleteMessage(ctx, log, url, m)
+	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
+		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, QueuedAt: env.SentAt, WorkerID: w.id, Host: w.host}
+	if canceled {
+		w.finish(ctx, log, rec, store.Canceled, nil, "canceled before it started")
+		return
+	}
+	args := env.Args
+	if env.ArgsKey != "" {
+		data, err := w.tr.Store.Get(ctx, env.ArgsKey)
+		if err != nil {
+			w.finish(ctx, log, rec, store.Failed, nil, "payload unavailable: "+err.Error())
+			return
+		}
+		args = string(data)
+		defer func() {
+			if err := w.tr.Store.Delete(ctx, env.ArgsKey); err != nil {
+				log.Warn("could not delete payload", "key", env.ArgsKey, "error", err)
+			}
+		}()
+	}
+	w.run(log, rec, env, args)
+}
+
+// run executes the child, keeps its lease fresh and watches for a cancel.
+func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, args string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.workCtx), writeTimeout)
+	defer cancel()
+	heartbeat := time.Duration(w.opts.HeartbeatSeconds) * time.Second
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	canceledByUser := atomic.Bool{}
+	started := time.Now()
+
+	var hb sync.WaitGroup
+	hbDone := make(chan struct{})
+	onStart := func(pid int) {
+		now := time.Now().UTC()
+		rec.State, rec.PID, rec.StartedAt = store.Running, pid, &now
+		rec.LeaseUntil = ptr(now.Add(3 * heartbeat))
+		if err := w.tr.Store.PutTask(ctx, rec); err != nil {
+			log.Warn("could not record RUNNING", "error", err)
+		}
+		log.Info("task started", "pid", pid)
+		hb.Go(func() {
+			ticker := time.NewTicker(heartbeat)
+			defer ticker.Stop()
+			for {
+				select {
+				case <-hbDone:
+					return
+				case <-ticker.C:
+				}
+				hbCtx, hbCancel := context.WithTimeout(context.Background(), heartbeat)
+				if c, err := w.tr.Store.IsCanceled(hbCtx, rec.TaskID); err == nil && c {
+					log.Info("cancel requested: terminating task")
+					canceledByUser.Store(true)
+					stopOnce.Do(func() { close(stop) })
+				}
+				rec.LeaseUntil = ptr(time.Now().UTC().Add(3 * heartbeat))
+				if err := w.tr.Store.PutTask(hbCtx, rec); err != nil {
+					log.Warn("lease renewal failed", "error", err)
+				}
+				hbCancel()
+			}
+		})
+	}
+	res, err := runChild(w.workCtx, childSpec{
+		Python: w.opts.Python, Kind: env.Kind, TaskID: env.TaskID, Args: args,
+		Env: []string{
+			"DAGSTER_TASKIQ_WORKER_ID=" + w.id,
+			"DAGSTER_TASKIQ_TASK_ID=" + env.TaskID,
+			"DAGSTER_TASKIQ_QUEUE=" + env.Queue,
+		},
+		Grace: time.Duration(w.opts.GracePeriodSeconds) * time.Second, Output: w.output,
+	}, stop, onStart)
+	close(hbDone)
+	hb.Wait()
+	w.tasksRun.Add(1)
+
+	state, reason := store.Success, ""
+	switch {
+	case err != nil:
+		state, reason = store.Failed, "could not run the task: "+err.Error()
+	case canceledByUser.Load():
+		state, reason = store.Canceled, "canceled while running"
+	case res.Signaled:
+		state, reason = store.Failed, "worker shut down while the task ran"
+	case res.ExitCode != 0:
+		state, reason = store.Failed, fmt.Sprintf("exited with code %d", res.ExitCode)
+	}
+	code := res.ExitCode
+	w.finish(ctx, log, rec, state, &code, reason)
+	log.Info("task finished", "state", state, "exit_code", code, "duration", time.Since(started).Round(time.Millisecond))
+}
+
+func (w *Worker) finish(ctx context.Context, log *slog.Logger, rec store.Record, state store.State, exitCode *int, reason string) {
+	rec.State, rec.ExitCode, rec.Reason = state, exitCode, reason
+	rec.FinishedAt, rec.LeaseUntil = ptr(time.Now().UTC()), nil
+	if err := w.tr.Store.PutTask(ctx, rec); err != nil {
+		log.Error("could not record the task's outcome", "state", state, "error", err)
+	}
+	if exitCode == nil {
+		log.Warn("task not run", "state", state, "reason", reason)
+	}
+}
+
+// deadLetter moves a message the worker cannot run to the queue's DLQ and
+// records the task FAILED when its id is known.
+func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, queue, url string, m types.Message, taskID, reason string) {
+	log.Error("dead-lettering message", "task_id", taskID, "reason", reason)
+	dlq, err := w.tr.Queues.DLQURL(ctx, queue)
+	if err == nil {
+		attrs := map[string]string{"dagster_taskiq_dead_letter_reason": reason}
+		if taskID != "" {
+			attrs[submit.AttrTaskID] = taskID
+		}
+		_, err = w.tr.Queues.Send(ctx, dlq, aws.ToString(m.Body), attrs)
+	}
+	if err != nil {
+		log.Error("could not move message to the dead-letter queue; leaving it for redrive", "error", err)
+		return
+	}
+	if taskID != "" {
+		if rec, err := w.tr.Store.GetTask(ctx, taskID); err == nil && rec.State == store.Queued {
+			w.finish(ctx, log, rec, store.Failed, nil, "dead-lettered: "+reason)
+		}
+	}
+	w.deleteMessage(ctx, log, url, m)
+}
+
+func (w *Worker) deleteMessage(ctx context.Context, log *slog.Logger, url string, m types.Message) {
+	if err := w.tr.Queues.Delete(ctx, url, aws.ToString(m.ReceiptHandle)); err != nil {
+		log.Warn("could not delete message; a redelivery will be refused by the claim", "error", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
