@@ -33,8 +33,13 @@ $(TOOLS)/gopy $(TOOLS)/goimports: tools/go.mod tools/go.sum | check-go
 # Build the gopy extension and install the package into the venv (not editable: the wheel layout).
 install: $(VENV)/.install-stamp
 build: install
+# The built module is also copied into the source tree, so that code run from the project's root
+# (where ./dagster_taskiq_go shadows the installed package) finds it too.
 $(VENV)/.install-stamp: $(VENV)/.deps-stamp $(TOOLS)/gopy $(GO_SRC) $(PY_SRC)
 	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall .
+	rm -rf dagster_taskiq_go/_native
+	cp -r "$$($(PY) -P -c 'import dagster_taskiq_go._native as m, os; print(os.path.dirname(m.__file__))')" \
+		dagster_taskiq_go/_native
 	touch $@
 
 wheel: venv tools
@@ -59,4 +64,4 @@ demo: install
 	$(VENV)/bin/dagster-taskiq-go dev
 
 clean:
-	rm -rf build dist *.egg-info $(VENV)/.install-stamp
+	rm -rf build dist *.egg-info dagster_taskiq_go/_native $(VENV)/.install-stamp

@@ -120,12 +120,17 @@ def run_dev(workers: int, keep_running: bool) -> int:
         for proc in procs:
             stack.callback(stop_process, proc)
 
-        from dagster import DagsterInstance, ReconstructableJob, execute_job
+        from dagster import DagsterInstance, execute_job
+        from dagster._core.definitions.reconstruct import ReconstructableJob
 
         print(f"» running job '{DEMO_JOB}' from {DEMO_FILE} with taskiq_executor", flush=True)
         started = time.monotonic()
         with DagsterInstance.get() as instance:
-            result = execute_job(ReconstructableJob.for_file(os.path.abspath(DEMO_FILE), DEMO_JOB), instance)
+            result = execute_job(
+                ReconstructableJob.for_file(os.path.abspath(DEMO_FILE), DEMO_JOB),
+                instance,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
             elapsed = time.monotonic() - started
             ran_on = step_workers(instance, result.run_id)
         for step_key in sorted(ran_on):

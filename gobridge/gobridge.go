@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -241,4 +242,38 @@ func toJSON(v any) (string, error) {
 		return "", fault.Wrap(fault.Internal, err, "encode %T", v)
 	}
 	return string(data), nil
+}
+
+// SyncEnv makes the Go side's view of the AWS_* and DAGSTER_TASKIQ_*
+// environment equal to Python's. A c-shared Go library copies the environment
+// once, when it is loaded, so variables Python sets later (os.environ) are
+// otherwise invisible to the AWS credential chain and the signing-key lookup.
+// envJSON maps names to values; a prefixed name absent from it is unset.
+func SyncEnv(envJSON string) error {
+	_, err := guard(func() (string, error) {
+		var want map[string]string
+		if err := json.Unmarshal([]byte(envJSON), &want); err != nil {
+			return "", fault.Wrap(fault.Internal, err, "SyncEnv: not a JSON object of strings")
+		}
+		for _, kv := range os.Environ() {
+			name, _, _ := strings.Cut(kv, "=")
+			if _, keep := want[name]; !keep && syncedName(name) {
+				_ = os.Unsetenv(name)
+			}
+		}
+		for name, value := range want {
+			if !syncedName(name) {
+				return "", fault.New(fault.Internal, "SyncEnv: %q is not an AWS_ or DAGSTER_TASKIQ_ variable", name)
+			}
+			if err := os.Setenv(name, value); err != nil {
+				return "", fault.Wrap(fault.Internal, err, "SyncEnv %s", name)
+			}
+		}
+		return "", nil
+	})
+	return err
+}
+
+func syncedName(name string) bool {
+	return strings.HasPrefix(name, "AWS_") || strings.HasPrefix(name, "DAGSTER_TASKIQ_")
 }

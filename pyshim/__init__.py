@@ -16,6 +16,9 @@ __all__ = ["TaskiqError", "call", "call_json", "is_loaded", "native"]
 
 _module = None
 _lock = threading.Lock()
+_synced_env: dict[str, str] | None = None
+# The Go core reads credentials, region and the signing key from these variables.
+_ENV_PREFIXES = ("AWS_", "DAGSTER_TASKIQ_")
 
 # The Go runtime runs threads from the moment the module loads; a forked child inherits none of
 # them and hangs on its first Go call. Fail fast and loudly instead.
@@ -47,9 +50,26 @@ def is_loaded() -> bool:
     return _module is not None
 
 
+def _sync_env(module) -> None:
+    """Hands Python's current AWS_*/DAGSTER_TASKIQ_* variables to Go when they changed.
+
+    A Go library copies the environment once, at load; later os.environ changes would not reach it.
+    """
+    global _synced_env
+    env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+    if env != _synced_env:
+        try:
+            module.SyncEnv(json.dumps(env))
+        except RuntimeError as exc:
+            raise from_native_error(str(exc)) from None
+        _synced_env = env
+
+
 def call(name: str, *args: Any) -> Any:
     """Calls a facade function; Go errors become TaskiqError subclasses."""
-    fn = getattr(native(), name)
+    module = native()
+    _sync_env(module)
+    fn = getattr(module, name)
     try:
         return fn(*args)
     except RuntimeError as exc:
