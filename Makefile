@@ -9,7 +9,7 @@ export CGO_LDFLAGS_ALLOW := -fwrapv
 GO_SRC := go.mod go.sum $(shell find gobridge -name '*.go' 2>/dev/null)
 PY_SRC := setup.py pyproject.toml $(shell find dagster_taskiq_go pyshim -name '*.py' 2>/dev/null)
 
-.PHONY: help venv tools install build wheel test test-go test-py lint demo clean check-go
+.PHONY: help venv tools install build wheel wheel-smoke test test-go test-py lint demo clean check-go
 
 help:
 	@echo "make demo     set up everything and run the local demo (moto + workers + example job)"
@@ -42,10 +42,21 @@ $(VENV)/.install-stamp: $(VENV)/.deps-stamp $(TOOLS)/gopy $(GO_SRC) $(PY_SRC)
 		dagster_taskiq_go/_native
 	touch $@
 
+# A platform wheel retagged manylinux by auditwheel (the module needs only glibc >= 2.34).
 wheel: venv tools
-	rm -rf dist
-	$(PY) -m pip wheel --no-build-isolation --no-deps -w dist .
+	rm -rf dist build/wheel
+	$(PY) -m pip wheel --no-build-isolation --no-deps -w build/wheel .
+	$(VENV)/bin/auditwheel repair --plat manylinux_2_34_x86_64 -w dist build/wheel/*.whl
 	$(VENV)/bin/auditwheel show dist/*.whl
+
+# Install the wheel into a fresh virtualenv whose PATH has no Go, and call the core through it.
+SMOKE := build/smoke-venv
+wheel-smoke: wheel
+	rm -rf $(SMOKE)
+	"$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(SMOKE)
+	env PATH=$(CURDIR)/$(SMOKE)/bin:/usr/bin:/bin $(SMOKE)/bin/pip install -q -c requirements/constraints.txt dist/*.whl
+	cd / && env PATH=$(CURDIR)/$(SMOKE)/bin:/usr/bin:/bin sh -c \
+		'! command -v go >/dev/null && python -c "import dagster_taskiq_go as d; print(\"native_version\", d.native_version())"'
 
 test: test-go test-py
 
@@ -59,6 +70,7 @@ lint: venv
 	go vet ./...
 	@test -z "$$(gofmt -l gobridge tools)" || { gofmt -l gobridge tools; echo "gofmt: files above need formatting"; exit 1; }
 	$(VENV)/bin/ruff check dagster_taskiq_go pyshim tests examples setup.py
+	$(VENV)/bin/ruff format --check dagster_taskiq_go pyshim tests examples setup.py
 
 demo: install
 	$(VENV)/bin/dagster-taskiq-go dev

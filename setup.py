@@ -50,9 +50,19 @@ class BuildWithGopy(build_py):
         ensure_tools(env)
         print("building the Go core with gopy", flush=True)
         subprocess.check_call(
-            ["gopy", "build", f"-vm={sys.executable}", "-dynamic-link=true", "-symbols=false",
-             "-name=gocore", "-no-make", f"-output={out}", FACADE],
-            cwd=HERE, env=env,
+            [
+                "gopy",
+                "build",
+                f"-vm={sys.executable}",
+                "-dynamic-link=true",
+                "-symbols=false",
+                "-name=gocore",
+                "-no-make",
+                f"-output={out}",
+                FACADE,
+            ],
+            cwd=HERE,
+            env=env,
         )
         for pattern in LEFTOVERS:
             for path in glob.glob(os.path.join(out, pattern)):

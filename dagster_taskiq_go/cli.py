@@ -16,8 +16,12 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 def transport_options(fn):
     """Options shared by every command that talks to SQS/S3 (the executor's core config keys)."""
 
-    @click.option("-y", "--config-yaml", type=click.Path(exists=True, dir_okay=False),
-                  help="YAML file with the executor's config keys (s3_bucket, endpoint_url, ...).")
+    @click.option(
+        "-y",
+        "--config-yaml",
+        type=click.Path(exists=True, dir_okay=False),
+        help="YAML file with the executor's config keys (s3_bucket, endpoint_url, ...).",
+    )
     @click.option("--s3-bucket", envvar="DAGSTER_TASKIQ_S3_BUCKET", help="Bucket for task state.")
     @click.option("--s3-prefix", envvar="DAGSTER_TASKIQ_S3_PREFIX", help="Key prefix in the bucket.")
     @click.option("--endpoint-url", envvar="DAGSTER_TASKIQ_ENDPOINT_URL", help="SQS and S3 endpoint (emulators).")
@@ -62,21 +66,42 @@ def worker():
 
 
 @worker.command("start")
-@click.option("-q", "--queue", "queues", multiple=True, default=["dagster"], show_default=True,
-              help="Queue to serve (repeatable).")
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    default=["dagster"],
+    show_default=True,
+    help="Queue to serve (repeatable).",
+)
 @click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Step slots.")
 @click.option("-n", "--name", default="", help="Worker name (default: the host name); a unique suffix is added.")
 @click.option("--poll-wait", type=int, default=20, show_default=True, help="SQS long-poll wait, seconds (1-20).")
-@click.option("--heartbeat-interval", type=int, default=5, show_default=True,
-              help="Seconds between lease renewals and cancel checks.")
-@click.option("--grace-period", type=int, default=30, show_default=True,
-              help="Seconds a task may run after SIGTERM (and a graceful stop waits) before SIGKILL.")
-@click.option("--insecure-no-signing", is_flag=True,
-              help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.")
+@click.option(
+    "--heartbeat-interval",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Seconds between lease renewals and cancel checks.",
+)
+@click.option(
+    "--grace-period",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Seconds a task may run after SIGTERM (and a graceful stop waits) before SIGKILL.",
+)
+@click.option(
+    "--insecure-no-signing",
+    is_flag=True,
+    help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.",
+)
 @click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @transport_options
-def worker_start(core_config, queues, concurrency, name, poll_wait, heartbeat_interval, grace_period,
-                 insecure_no_signing, log_level):
+def worker_start(
+    core_config, queues, concurrency, name, poll_wait, heartbeat_interval, grace_period, insecure_no_signing, log_level
+):
     """Start a worker that runs tasks from QUEUEs until SIGINT/SIGTERM (a second signal stops at once)."""
     from dagster_taskiq_go._pyshim import call
     from dagster_taskiq_go._pyshim.errors import TaskiqConfigError, TaskiqError

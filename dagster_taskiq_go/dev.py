@@ -29,7 +29,8 @@ def moto_server(log_path: str):
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
@@ -65,8 +66,19 @@ def local_env(endpoint: str, dagster_home: str) -> dict[str, str]:
 
 
 def start_worker(name: str, queues: list[str], concurrency: int, log_path: str, extra: list[str] = ()):
-    cmd = [sys.executable, "-m", "dagster_taskiq_go", "worker", "start", "--name", name,
-           "--concurrency", str(concurrency), *[a for q in queues for a in ("-q", q)], *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster_taskiq_go",
+        "worker",
+        "start",
+        "--name",
+        name,
+        "--concurrency",
+        str(concurrency),
+        *[a for q in queues for a in ("-q", q)],
+        *extra,
+    ]
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
@@ -107,16 +119,18 @@ def run_dev(workers: int, keep_running: bool) -> int:
         os.environ.update(local_env(endpoint, home))
         print(f"  endpoint {endpoint}; DAGSTER_HOME {home}", flush=True)
 
-        from dagster_taskiq_go.cli import _core_config
         from dagster_taskiq_go._pyshim import call
+        from dagster_taskiq_go.cli import _core_config
 
         core = _core_config({"s3_bucket": os.environ["DAGSTER_TASKIQ_S3_BUCKET"], "endpoint_url": endpoint})
         print("» creating queue 'dagster' and its dead-letter queue", flush=True)
         call("QueueCreate", core, "dagster")
 
         print(f"» starting {workers} workers", flush=True)
-        procs = [start_worker(f"demo-{i + 1}", ["dagster"], 2, os.path.join(tmp, f"worker-{i + 1}.log"))
-                 for i in range(workers)]
+        procs = [
+            start_worker(f"demo-{i + 1}", ["dagster"], 2, os.path.join(tmp, f"worker-{i + 1}.log"))
+            for i in range(workers)
+        ]
         for proc in procs:
             stack.callback(stop_process, proc)
 
@@ -136,8 +150,11 @@ def run_dev(workers: int, keep_running: bool) -> int:
         for step_key in sorted(ran_on):
             print(f"  {step_key:<24} ran on {ran_on[step_key]}")
         status = "SUCCESS" if result.success else "FAILURE"
-        print(f"» run {result.run_id}: {status} in {elapsed:.1f}s "
-              f"({len(ran_on)} steps on {len(set(ran_on.values()))} workers)", flush=True)
+        print(
+            f"» run {result.run_id}: {status} in {elapsed:.1f}s "
+            f"({len(ran_on)} steps on {len(set(ran_on.values()))} workers)",
+            flush=True,
+        )
         if keep_running:
             print("» workers and moto keep running; Ctrl-C to stop", flush=True)
             try:

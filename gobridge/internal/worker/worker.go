@@ -29,7 +29,7 @@ import (
 
 // writeTimeout bounds the final writes (records, deletes) that run after a
 // stop has been requested, so shutdown never drops them nor hangs on them.
-const writeTimeout = 30 * time.Second
+var writeTimeout = 30 * time.Second
 
 // Summary is what a stopped worker reports.
 type Summary struct {

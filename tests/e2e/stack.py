@@ -1,0 +1,117 @@
+"""Helpers that run the product the way a user does: workers from the CLI, runs through `dagster dev`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+
+from dagster_taskiq_go.dev import free_port
+
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Worker:
+    """A `dagster-taskiq-go worker start` process, stopped by PID."""
+
+    def __init__(self, name: str, queues: list[str], log_dir: str, concurrency: int = 2, extra: tuple = ()):
+        self.log_path = os.path.join(log_dir, f"worker-{name}.log")
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster_taskiq_go",
+            "worker",
+            "start",
+            "--name",
+            name,
+            "--concurrency",
+            str(concurrency),
+            "--poll-wait",
+            "2",
+            *[a for q in queues for a in ("-q", q)],
+            *extra,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or "worker started" in self.log(), 60, f"worker {name}")
+        assert self.proc.poll() is None, self.log()
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class DagsterDev:
+    """`dagster dev` on a free loopback port: webserver, daemon and code server, as users run them."""
+
+    def __init__(self, python_file: str, dagster_home: str, log_dir: str):
+        self.port = free_port()
+        self.log_path = os.path.join(log_dir, "dagster-dev.log")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dagster", "dev", "-f", python_file, "-h", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, DAGSTER_HOME=dagster_home),
+                start_new_session=True,  # its webserver, daemon and code server share our process group
+            )
+        wait_for(self._ready, 180, "dagster dev to serve GraphQL", interval=1)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"dagster dev exited early:\n{open(self.log_path).read()[-4000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/server_info", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    def client(self):
+        from dagster_graphql import DagsterGraphQLClient
+
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):
+    return wait_for(
+        lambda: (run := instance.get_run_by_id(run_id)) and run.status in FINISHED and run,
+        timeout,
+        f"run {run_id} to finish",
+    )
+
+
+def step_events(instance: DagsterInstance, run_id: str, event_type: DagsterEventType):
+    return [r.event_log_entry for r in instance.get_records_for_run(run_id, of_type=event_type).records]
