@@ -61,13 +61,13 @@ wheel-smoke: wheel
 test: test-go test-py
 
 test-go: venv check-go
-	go test -race -count=1 ./...
+	go test -race -count=1 ./gobridge/...
 
 test-py: install
 	$(PY) -m pytest -q
 
 lint: venv
-	go vet ./...
+	go vet ./gobridge/...
 	@test -z "$$(gofmt -l gobridge tools)" || { gofmt -l gobridge tools; echo "gofmt: files above need formatting"; exit 1; }
 	$(VENV)/bin/ruff check dagster_taskiq_go pyshim tests examples setup.py
 	$(VENV)/bin/ruff format --check dagster_taskiq_go pyshim tests examples setup.py

@@ -148,18 +148,26 @@ def queue():
 
 @queue.command("create")
 @click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--bands",
+    default="high,normal,low",
+    show_default=True,
+    help="Priority bands, highest first: a subset of high,normal,low that includes normal.",
+)
 @transport_options
-def queue_create(core_config, names):
-    """Create queues NAMES (each with a dead-letter queue) and the bucket."""
-    from dagster_taskiq_go._pyshim import call
+def queue_create(core_config, names, bands):
+    """Create queues NAMES (one SQS queue per priority band, and a dead-letter queue) and the bucket."""
+    from dagster_taskiq_go._pyshim import call_json
     from dagster_taskiq_go._pyshim.errors import TaskiqError
 
     for name in names:
         try:
-            url = call("QueueCreate", core_config, name)
+            created = call_json("QueueCreate", core_config, name, bands)
         except TaskiqError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"{name}\t{url}")
+        for band in created["bands"]:
+            click.echo(f"{name}\t{band}\t{created['urls'][band]}")
+        click.echo(f"{name}\tdead-letter\t{created['dlq']}")
 
 
 @main.command()

@@ -124,7 +124,7 @@ def run_dev(workers: int, keep_running: bool) -> int:
 
         core = _core_config({"s3_bucket": os.environ["DAGSTER_TASKIQ_S3_BUCKET"], "endpoint_url": endpoint})
         print("» creating queue 'dagster' and its dead-letter queue", flush=True)
-        call("QueueCreate", core, "dagster")
+        call("QueueCreate", core, "dagster", "high,normal,low")
 
         print(f"» starting {workers} workers", flush=True)
         procs = [

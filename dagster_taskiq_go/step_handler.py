@@ -15,6 +15,16 @@ from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go._pyshim.errors import TaskiqNotFoundError
 
 
+_warned: set[str] = set()
+
+
+def warn_once(step_context, message: str) -> None:
+    """Logs a routing warning (e.g. a dagster-celery/* fallback tag) once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        step_context.log.warning(message)
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -53,17 +63,26 @@ class TaskiqStepHandler(StepHandler):
             "run_id": args.run_id,
             "step_key": step_key,
             "attempt": self._attempt(ctx),
+            "step_tags": dict(ctx.step_tags[step_key]),
+            "run_tags": dict(ctx.dagster_run.tags),
             "args": args.get_command_env()[0]["value"],
         }
         result = call_json("Submit", self._config, json.dumps(request))
+        step_context = ctx.get_step_context(step_key)
+        for warning in result["warnings"] or []:
+            warn_once(step_context, warning)
         yield DagsterEvent.step_worker_starting(
-            ctx.get_step_context(step_key),
-            message=f'Submitted step "{step_key}" to queue {result["queue"]} (task {result["task_id"]}).',
+            step_context,
+            message=(
+                f'Submitted step "{step_key}" to queue {result["queue"]}, band {result["band"]} '
+                f"(priority {result['priority']}, task {result['task_id']})."
+            ),
             metadata={
                 "task_id": result["task_id"],
                 "queue": result["queue"],
-                "band": str(result["band"]),
-                "payload_offloaded": str(result["payload_offloaded"]),
+                "band": result["band"],
+                "priority": result["priority"],
+                "payload_offloaded": result["payload_offloaded"],
             },
         )
 

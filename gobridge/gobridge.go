@@ -16,6 +16,7 @@ import (
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/worker"
@@ -78,17 +79,29 @@ func Cancel(configJSON, taskID string) (string, error) {
 	})
 }
 
-// QueueCreate creates a logical queue with its dead-letter queue, and the
-// bucket, and returns the queue URL.
-func QueueCreate(configJSON, queue string) (string, error) {
+// QueueCreate creates the bucket and a logical queue: one SQS queue per band
+// of bands ("high,normal,low" or a subset), a dead-letter queue and the layout
+// tag. It returns the resolved queue as JSON.
+func QueueCreate(configJSON, queue, bands string) (string, error) {
 	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
 		if err := config.ValidateQueueName(queue); err != nil {
 			return "", fault.Wrap(fault.Config, err, "queue create")
 		}
+		layout, err := routing.ParseLayout(bands)
+		if err != nil {
+			return "", err
+		}
 		if err := t.Store.EnsureBucket(ctx); err != nil {
 			return "", err
 		}
-		return t.Queues.Create(ctx, queue)
+		if err := t.Queues.CreateBands(ctx, queue, layout); err != nil {
+			return "", err
+		}
+		q, err := t.Queues.Resolve(ctx, queue)
+		if err != nil {
+			return "", err
+		}
+		return toJSON(q)
 	})
 }
 

@@ -50,5 +50,5 @@ def core_config(aws_env):
             "queue_prefix": f"t{uuid.uuid4().hex[:8]}-",
         }
     )
-    call("QueueCreate", config, "dagster")
+    call("QueueCreate", config, "dagster", "high,normal,low")
     return config

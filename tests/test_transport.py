@@ -66,7 +66,7 @@ def test_missing_task_and_queue_are_not_found(core_config):
     with pytest.raises(TaskiqNotFoundError):
         call("TaskStatus", core_config, "run-1/nope/1")
     with pytest.raises(TaskiqNotFoundError, match='queue "elsewhere"'):
-        call("Submit", core_config, step_request(queue="elsewhere"))
+        call("Submit", core_config, step_request(step_tags={"dagster-taskiq/queue": "elsewhere"}))
 
 
 def test_env_changes_after_load_reach_go(core_config, monkeypatch):

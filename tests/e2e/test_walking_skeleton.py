@@ -44,7 +44,7 @@ def stack(moto_endpoint, tmp_path_factory):
             "queue_prefix": env["DAGSTER_TASKIQ_QUEUE_PREFIX"],
         }
     )
-    call("QueueCreate", config, "dagster")
+    call("QueueCreate", config, "dagster", "high,normal,low")
     workers = [Worker(name, ["dagster"], str(tmp)) for name in ("alpha", "beta")]
     dev = DagsterDev(os.path.abspath(JOBS), str(home), str(tmp))
     instance = DagsterInstance.from_config(str(home))

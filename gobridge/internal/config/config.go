@@ -206,10 +206,19 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// reservedSuffixes name the band and dead-letter queues derived from a
+// logical queue; a logical queue ending in one would collide with them.
+var reservedSuffixes = []string{"-high", "-low", "-dlq"}
+
 // ValidateQueueName checks a logical queue name (as used in tags and -q).
 func ValidateQueueName(name string) error {
 	if name == "" || len(name) > 64 || !queueNameRe.MatchString(name) {
 		return fmt.Errorf("queue name %q must be 1 to 64 letters, digits, '-' or '_'", name)
+	}
+	for _, suffix := range reservedSuffixes {
+		if strings.HasSuffix(name, suffix) {
+			return fmt.Errorf("queue name %q must not end in %q: that names one of a queue's own SQS queues", name, suffix)
+		}
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ type Envelope struct {
 	StepKey string    `json:"step_key,omitempty"`
 	Attempt int       `json:"attempt"`
 	Queue   string    `json:"queue"`
-	Band    int       `json:"band"`
+	Band    string    `json:"band"`
 	SentAt  time.Time `json:"sent_at"`
 	// Args holds the serialized Dagster args (compressed for steps) inline...
 	Args string `json:"args,omitempty"`

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 )
 
@@ -148,7 +149,7 @@ func Transport(t testing.TB, mutate func(*config.Config), queues ...string) *tra
 		t.Fatal(err)
 	}
 	for _, q := range queues {
-		if _, err := tr.Queues.Create(ctx, q); err != nil {
+		if err := tr.Queues.CreateBands(ctx, q, routing.DefaultLayout); err != nil {
 			t.Fatal(err)
 		}
 	}

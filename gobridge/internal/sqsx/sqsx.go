@@ -4,9 +4,11 @@ package sqsx
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -14,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 )
 
 // Queue attributes written by Create.
@@ -33,83 +36,89 @@ type Client struct {
 	prefix string
 	create bool
 
-	mu   sync.Mutex
-	urls map[string]string
+	mu       sync.Mutex
+	resolved map[string]*Queue
 }
 
 // New returns a Client. prefix is prepended to logical names; create makes
-// URL create missing queues instead of failing.
+// Resolve create missing queues instead of failing.
 func New(api *sqs.Client, prefix string, create bool) *Client {
-	return &Client{api: api, prefix: prefix, create: create, urls: map[string]string{}}
+	return &Client{api: api, prefix: prefix, create: create, resolved: map[string]*Queue{}}
 }
 
 // PhysicalName is the SQS name of a logical queue.
 func (c *Client) PhysicalName(queue string) string { return c.prefix + queue }
 
-// URL resolves a logical queue to its URL, creating it only when allowed.
+// URL is the normal band's URL of a logical queue.
 func (c *Client) URL(ctx context.Context, queue string) (string, error) {
-	c.mu.Lock()
-	url, ok := c.urls[queue]
-	c.mu.Unlock()
-	if ok {
-		return url, nil
+	q, err := c.Resolve(ctx, queue)
+	if err != nil {
+		return "", err
 	}
-	name := c.PhysicalName(queue)
-	out, err := c.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
-	var missing *types.QueueDoesNotExist
-	switch {
-	case errors.As(err, &missing) && c.create:
-		if url, err = c.Create(ctx, queue); err != nil {
-			return "", err
-		}
-	case errors.As(err, &missing):
-		return "", fault.New(fault.NotFound,
-			"queue %q (SQS name %q) does not exist: create it with `dagster-taskiq-go queue create %s`, or set create_missing_queues",
-			queue, name, queue)
-	case err != nil:
-		return "", fault.Wrap(fault.Transport, err, "look up queue %q", name)
-	default:
-		url = aws.ToString(out.QueueUrl)
-	}
-	c.mu.Lock()
-	c.urls[queue] = url
-	c.mu.Unlock()
-	return url, nil
+	return q.URLs[routing.BandNormal], nil
 }
 
-// Create makes the logical queue and its dead-letter queue (idempotent) and
-// returns the queue's URL.
-func (c *Client) Create(ctx context.Context, queue string) (string, error) {
-	name := c.PhysicalName(queue)
-	dlq, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name + dlqSuffix)})
+// DLQURL is the dead-letter queue's URL of a logical queue.
+func (c *Client) DLQURL(ctx context.Context, queue string) (string, error) {
+	q, err := c.Resolve(ctx, queue)
 	if err != nil {
-		return "", fault.Wrap(fault.Transport, err, "create dead-letter queue %q", name+dlqSuffix)
+		return "", err
+	}
+	if q.DLQ == "" {
+		return "", fault.New(fault.NotFound, "queue %q has no dead-letter queue", queue)
+	}
+	return q.DLQ, nil
+}
+
+// CreateBands makes a logical queue: its dead-letter queue, one SQS queue per
+// band (each redriving to the DLQ), and the layout tag. It is idempotent, and
+// refuses to change the layout of an existing queue: submitters and workers
+// that read the old layout would strand messages in bands nobody polls.
+func (c *Client) CreateBands(ctx context.Context, queue string, layout routing.Layout) error {
+	if base, err := c.lookup(ctx, c.PhysicalName(queue)); err == nil {
+		tags, err := c.api.ListQueueTags(ctx, &sqs.ListQueueTagsInput{QueueUrl: aws.String(base)})
+		if err != nil {
+			return fault.Wrap(fault.Transport, err, "read band layout of queue %q", queue)
+		}
+		if have, ok := tags.Tags[LayoutTag]; ok && have != layout.String() {
+			return fault.New(fault.Config, "queue %q already exists with bands %q; it cannot be changed to %q (delete the queue first)",
+				queue, have, layout.String())
+		}
+	}
+	dlqName := c.PhysicalName(queue) + dlqSuffix
+	dlq, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(dlqName)})
+	if err != nil {
+		return fault.Wrap(fault.Transport, err, "create dead-letter queue %q", dlqName)
 	}
 	attrs, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: dlq.QueueUrl, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
 	})
 	if err != nil {
-		return "", fault.Wrap(fault.Transport, err, "read ARN of %q", name+dlqSuffix)
+		return fault.Wrap(fault.Transport, err, "read ARN of %q", dlqName)
 	}
 	redrive := fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":%d}`,
 		attrs.Attributes[string(types.QueueAttributeNameQueueArn)], MaxReceiveCountDefault)
-	out, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{
-		QueueName: aws.String(name),
-		Attributes: map[string]string{
-			string(types.QueueAttributeNameVisibilityTimeout):             strconv.Itoa(VisibilityTimeoutDefault),
-			string(types.QueueAttributeNameReceiveMessageWaitTimeSeconds): "20",
-			string(types.QueueAttributeNameRedrivePolicy):                 redrive,
-		},
-	})
-	if err != nil {
-		return "", fault.Wrap(fault.Transport, err, "create queue %q", name)
+	for _, band := range layout {
+		name := c.BandName(queue, band)
+		in := &sqs.CreateQueueInput{
+			QueueName: aws.String(name),
+			Attributes: map[string]string{
+				string(types.QueueAttributeNameVisibilityTimeout):             strconv.Itoa(VisibilityTimeoutDefault),
+				string(types.QueueAttributeNameReceiveMessageWaitTimeSeconds): "20",
+				string(types.QueueAttributeNameRedrivePolicy):                 redrive,
+			},
+		}
+		if band == routing.BandNormal {
+			in.Tags = map[string]string{LayoutTag: layout.String()}
+		}
+		if _, err := c.api.CreateQueue(ctx, in); err != nil {
+			return fault.Wrap(fault.Transport, err, "create queue %q", name)
+		}
 	}
-	return aws.ToString(out.QueueUrl), nil
-}
-
-// DLQURL resolves the dead-letter queue of a logical queue.
-func (c *Client) DLQURL(ctx context.Context, queue string) (string, error) {
-	return c.URL(ctx, queue+dlqSuffix)
+	c.mu.Lock()
+	delete(c.resolved, queue)
+	c.mu.Unlock()
+	return nil
 }
 
 // Send sends one message body with string attributes and returns its id.
@@ -160,4 +169,130 @@ func Attr(m types.Message, name string) string {
 		return aws.ToString(v.StringValue)
 	}
 	return ""
+}
+
+// LayoutTag is the queue tag, on a logical queue's normal-band queue, that
+// records its band layout. Submitters and workers both read it, so they agree
+// on which physical queues exist.
+const LayoutTag = "dagster-taskiq:bands"
+
+// Queue is a resolved logical queue: its band layout and the URL of each band.
+type Queue struct {
+	Name   string            `json:"name"`
+	Layout routing.Layout    `json:"bands"`
+	URLs   map[string]string `json:"urls"` // band → URL
+	DLQ    string            `json:"dlq"`  // URL of the dead-letter queue; "" when the queue has none
+}
+
+// BandName is the SQS name of one band of a logical queue: the normal band
+// keeps the plain name, so a one-band queue is just "<prefix><queue>".
+func (c *Client) BandName(queue, band string) string {
+	if band == routing.BandNormal {
+		return c.PhysicalName(queue)
+	}
+	return c.PhysicalName(queue) + "-" + band
+}
+
+// Resolve looks a logical queue up (cached): its layout and band URLs. A
+// missing queue is created when the client may create queues.
+func (c *Client) Resolve(ctx context.Context, queue string) (*Queue, error) {
+	c.mu.Lock()
+	q, ok := c.resolved[queue]
+	c.mu.Unlock()
+	if ok {
+		return q, nil
+	}
+	q, err := c.resolve(ctx, queue)
+	var fe *fault.Error
+	if errors.As(err, &fe) && fe.Code == fault.NotFound && c.create {
+		if err = c.CreateBands(ctx, queue, routing.DefaultLayout); err == nil {
+			q, err = c.resolve(ctx, queue)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.resolved[queue] = q
+	c.mu.Unlock()
+	return q, nil
+}
+
+func (c *Client) resolve(ctx context.Context, queue string) (*Queue, error) {
+	base, err := c.lookup(ctx, c.PhysicalName(queue))
+	if err != nil {
+		return nil, fault.Wrap(fault.CodeOf(err), err, "queue %q", queue)
+	}
+	tags, err := c.api.ListQueueTags(ctx, &sqs.ListQueueTagsInput{QueueUrl: aws.String(base)})
+	if err != nil {
+		return nil, fault.Wrap(fault.Transport, err, "read band layout of queue %q", queue)
+	}
+	layout := routing.Layout{routing.BandNormal} // a queue made by hand has one band
+	if s, ok := tags.Tags[LayoutTag]; ok {
+		if layout, err = routing.ParseLayout(s); err != nil {
+			return nil, fault.Wrap(fault.Config, err, "band layout tag of queue %q", queue)
+		}
+	}
+	q := &Queue{Name: queue, Layout: layout, URLs: map[string]string{routing.BandNormal: base}}
+	for _, band := range layout {
+		if band == routing.BandNormal {
+			continue
+		}
+		url, err := c.lookup(ctx, c.BandName(queue, band))
+		if err != nil {
+			return nil, fault.Wrap(fault.CodeOf(err), err,
+				"queue %q declares band %q but its SQS queue is missing; run `dagster-taskiq-go queue create %s`", queue, band, queue)
+		}
+		q.URLs[band] = url
+	}
+	if q.DLQ, err = c.deadLetterURL(ctx, base); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// Fixed describes the one queue named by a queue_url override: one band,
+// and the dead-letter queue its redrive policy names.
+func (c *Client) Fixed(ctx context.Context, queue, url string) (*Queue, error) {
+	dlq, err := c.deadLetterURL(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &Queue{Name: queue, Layout: routing.Layout{routing.BandNormal},
+		URLs: map[string]string{routing.BandNormal: url}, DLQ: dlq}, nil
+}
+
+// lookup returns a physical queue's URL; a missing queue is a not_found error.
+func (c *Client) lookup(ctx context.Context, name string) (string, error) {
+	out, err := c.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+	var missing *types.QueueDoesNotExist
+	switch {
+	case errors.As(err, &missing):
+		return "", fault.New(fault.NotFound,
+			"SQS queue %q does not exist: create it with `dagster-taskiq-go queue create`, or set create_missing_queues", name)
+	case err != nil:
+		return "", fault.Wrap(fault.Transport, err, "look up SQS queue %q", name)
+	}
+	return aws.ToString(out.QueueUrl), nil
+}
+
+// deadLetterURL follows a queue's redrive policy to its dead-letter queue.
+func (c *Client) deadLetterURL(ctx context.Context, url string) (string, error) {
+	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy}})
+	if err != nil {
+		return "", fault.Wrap(fault.Transport, err, "read redrive policy of %s", url)
+	}
+	policy := out.Attributes[string(types.QueueAttributeNameRedrivePolicy)]
+	if policy == "" {
+		return "", nil
+	}
+	var redrive struct {
+		DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+	}
+	if err := json.Unmarshal([]byte(policy), &redrive); err != nil || redrive.DeadLetterTargetArn == "" {
+		return "", fault.New(fault.Config, "queue %s has an unreadable redrive policy %q", url, policy)
+	}
+	name := redrive.DeadLetterTargetArn[strings.LastIndex(redrive.DeadLetterTargetArn, ":")+1:]
+	return c.lookup(ctx, name)
 }

@@ -37,7 +37,7 @@ type Record struct {
 	StepKey    string     `json:"step_key,omitempty"`
 	Attempt    int        `json:"attempt"`
 	Queue      string     `json:"queue"`
-	Band       int        `json:"band"`
+	Band       string     `json:"band"`
 	State      State      `json:"state"`
 	QueuedAt   time.Time  `json:"queued_at"`
 	WorkerID   string     `json:"worker_id,omitempty"`

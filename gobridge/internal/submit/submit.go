@@ -8,9 +8,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 )
@@ -22,25 +22,27 @@ const (
 	AttrTaskID    = "dagster_taskiq_task_id"
 )
 
-// Request asks for one task.
+// Request asks for one task. The tags decide its queue and priority band.
 type Request struct {
-	Kind     envelope.Kind `json:"kind"`
-	RunID    string        `json:"run_id"`
-	StepKey  string        `json:"step_key"`
-	Attempt  int           `json:"attempt"`
-	Queue    string        `json:"queue"` // logical queue; empty means default_queue
-	Priority int           `json:"priority"`
-	Args     string        `json:"args"` // serialized Dagster args, opaque here
+	Kind     envelope.Kind     `json:"kind"`
+	RunID    string            `json:"run_id"`
+	StepKey  string            `json:"step_key"`
+	Attempt  int               `json:"attempt"`
+	StepTags map[string]string `json:"step_tags"` // nil for whole runs
+	RunTags  map[string]string `json:"run_tags"`
+	Args     string            `json:"args"` // serialized Dagster args, opaque here
 }
 
 // Result says where the task went.
 type Result struct {
-	TaskID    string `json:"task_id"`
-	Queue     string `json:"queue"`
-	QueueURL  string `json:"queue_url"`
-	Band      int    `json:"band"`
-	MessageID string `json:"message_id"`
-	Offloaded bool   `json:"payload_offloaded"`
+	TaskID    string   `json:"task_id"`
+	Queue     string   `json:"queue"`
+	Priority  int      `json:"priority"`
+	Band      string   `json:"band"`
+	QueueURL  string   `json:"queue_url"`
+	MessageID string   `json:"message_id"`
+	Offloaded bool     `json:"payload_offloaded"`
+	Warnings  []string `json:"warnings"`
 }
 
 // Submit records the task as QUEUED and sends its envelope.
@@ -56,24 +58,23 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	queue := req.Queue
-	if queue == "" {
-		queue = t.Config.DefaultQueue
-	}
-	if err := config.ValidateQueueName(queue); err != nil {
-		return Result{}, fault.Wrap(fault.Config, err, "route task")
-	}
-	url, err := t.QueueURL(ctx, queue)
+	route, err := routing.Route(req.StepTags, req.RunTags, t.Config.DefaultQueue)
 	if err != nil {
 		return Result{}, err
 	}
+	q, err := t.Queue(ctx, route.Queue)
+	if err != nil {
+		return Result{}, err
+	}
+	band := q.Layout.Band(route.Priority)
 	env := envelope.Envelope{
 		Version: envelope.Version, Kind: req.Kind,
 		TaskID: envelope.TaskID(req.Kind, req.RunID, req.StepKey, req.Attempt),
 		RunID:  req.RunID, StepKey: req.StepKey, Attempt: req.Attempt,
-		Queue: queue, SentAt: time.Now().UTC(), Args: req.Args,
+		Queue: route.Queue, Band: band, SentAt: time.Now().UTC(), Args: req.Args,
 	}
-	res := Result{TaskID: env.TaskID, Queue: queue, QueueURL: url}
+	res := Result{TaskID: env.TaskID, Queue: route.Queue, Priority: route.Priority, Band: band,
+		QueueURL: q.URLs[band], Warnings: route.Warnings}
 	if len(req.Args) > t.Config.Source.PayloadThresholdBytes {
 		env.ArgsKey, env.Args = t.Store.PayloadKey(env.TaskID), ""
 		if err := t.Store.Put(ctx, env.ArgsKey, []byte(req.Args)); err != nil {
@@ -82,7 +83,7 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 		res.Offloaded = true
 	}
 	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
-		Attempt: env.Attempt, Queue: queue, Band: env.Band, State: store.Queued, QueuedAt: env.SentAt}
+		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, State: store.Queued, QueuedAt: env.SentAt}
 	if err := t.Store.PutTask(ctx, rec); err != nil {
 		return Result{}, err
 	}
@@ -94,7 +95,7 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 	if key != nil {
 		attrs[AttrSignature] = envelope.Sign(key, body)
 	}
-	if res.MessageID, err = t.Queues.Send(ctx, url, string(body), attrs); err != nil {
+	if res.MessageID, err = t.Queues.Send(ctx, res.QueueURL, string(body), attrs); err != nil {
 		return Result{}, err
 	}
 	return res, nil

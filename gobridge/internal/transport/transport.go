@@ -6,6 +6,7 @@ import (
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/awsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 )
@@ -30,10 +31,19 @@ func Open(ctx context.Context, cfg config.Config) (*Transport, error) {
 	}, nil
 }
 
-// QueueURL resolves a logical queue, honouring the queue_url override.
-func (t *Transport) QueueURL(ctx context.Context, queue string) (string, error) {
+// Queue resolves a logical queue to its bands, honouring the queue_url override.
+func (t *Transport) Queue(ctx context.Context, queue string) (*sqsx.Queue, error) {
 	if t.Config.QueueURL != "" {
-		return t.Config.QueueURL, nil
+		return t.Queues.Fixed(ctx, queue, t.Config.QueueURL)
 	}
-	return t.Queues.URL(ctx, queue)
+	return t.Queues.Resolve(ctx, queue)
+}
+
+// QueueURL is the normal band's URL of a logical queue.
+func (t *Transport) QueueURL(ctx context.Context, queue string) (string, error) {
+	q, err := t.Queue(ctx, queue)
+	if err != nil {
+		return "", err
+	}
+	return q.URLs[routing.BandNormal], nil
 }
