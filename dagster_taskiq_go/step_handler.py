@@ -12,8 +12,9 @@ from dagster import DagsterEvent
 from dagster._core.executor.step_delegating import CheckStepHealthResult, StepHandler, StepHandlerContext
 
 from dagster_taskiq_go._pyshim import call_json
-from dagster_taskiq_go._pyshim.errors import TaskiqNotFoundError
 
+# How long a task may have exited 0 before its step's events must have been seen.
+RESULT_GRACE_SECONDS = 30
 
 _warned: set[str] = set()
 
@@ -33,7 +34,6 @@ class TaskiqStepHandler(StepHandler):
     def __init__(self, core_config_json: str):
         super().__init__()
         self._config = core_config_json
-        self._max_queue_wait = json.loads(core_config_json)["config_source"]["max_queue_wait_seconds"]
 
     @property
     def name(self) -> str:
@@ -88,33 +88,20 @@ class TaskiqStepHandler(StepHandler):
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
         task_id = self._task_id(step_handler_context)
-        try:
-            record = call_json("TaskStatus", self._config, task_id)
-        except TaskiqNotFoundError:
-            return CheckStepHealthResult.unhealthy(f"Task {task_id} has no record: it was never submitted.")
-        now = datetime.now(timezone.utc)
-        state = record["state"]
-        if state == "QUEUED":
-            waited = (now - _parse_time(record["queued_at"])).total_seconds()
-            if waited > self._max_queue_wait:
+        verdict = call_json("TaskHealth", self._config, task_id)
+        if not verdict["healthy"]:
+            return CheckStepHealthResult.unhealthy(verdict["reason"])
+        record = verdict["record"]
+        if verdict["status"] == "SUCCESS":
+            # Exit 0 proves nothing: verify_step refusals and CANCELING skips exit 0 too. The step's own
+            # events arrive before its process exits, so a step still in flight well after that never ran.
+            finished = _parse_time(record["finished_at"])
+            if (datetime.now(timezone.utc) - finished).total_seconds() > RESULT_GRACE_SECONDS:
                 return CheckStepHealthResult.unhealthy(
-                    f"Task {task_id} waited {waited:.0f}s in queue {record['queue']} without a worker taking it "
-                    f"(max_queue_wait_seconds={self._max_queue_wait}). Is a worker listening to "
-                    f"queue {record['queue']}?"
+                    f"Task {task_id} exited 0 on worker {record['worker_id']} without reporting a result "
+                    "(it was refused by verify_step, or skipped because the run is canceling)."
                 )
-            return CheckStepHealthResult.healthy()
-        if state == "RUNNING":
-            lease = _parse_time(record.get("lease_until"))
-            if lease is not None and now > lease:
-                return CheckStepHealthResult.unhealthy(
-                    f"Worker {record['worker_id']} lost: the lease of task {task_id} expired at {lease.isoformat()}."
-                )
-            return CheckStepHealthResult.healthy()
-        if state == "SUCCESS":
-            return CheckStepHealthResult.healthy()
-        return CheckStepHealthResult.unhealthy(
-            f"Task {task_id} is {state} on worker {record.get('worker_id') or '-'}: {record.get('reason') or ''}"
-        )
+        return CheckStepHealthResult.healthy()
 
     def terminate_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
         ctx = step_handler_context

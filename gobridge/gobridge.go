@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/health"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/worker"
@@ -65,6 +68,37 @@ func TaskStatus(configJSON, taskID string) (string, error) {
 			return "", err
 		}
 		return toJSON(rec)
+	})
+}
+
+// TaskHealth judges a task (see internal/health) and returns a health.Verdict
+// as JSON. A task without a record is NOT_FOUND. A RUNNING task whose lease
+// went stale is recorded FAILED ("worker lost") here, so that recovery belongs
+// to Dagster and the lost worker stops its child if it comes back.
+func TaskHealth(configJSON, taskID string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		rec, err := t.Store.GetTask(ctx, taskID)
+		if fault.CodeOf(err) == fault.NotFound {
+			return toJSON(health.Verdict{Status: "NOT_FOUND", Reason: fmt.Sprintf("task %s has no record", taskID)})
+		}
+		if err != nil {
+			return "", err
+		}
+		in := health.Inputs{Now: time.Now().UTC(), MaxQueueWait: time.Duration(t.Config.Source.MaxQueueWaitSeconds) * time.Second}
+		if rec.State == store.Queued {
+			if in.Workers, err = t.Store.ListWorkers(ctx); err != nil {
+				return "", err
+			}
+		}
+		v := health.Check(rec, in)
+		if v.WorkerLost {
+			now := in.Now
+			rec.State, rec.Reason, rec.FinishedAt = store.Failed, v.Reason, &now
+			if err := t.Store.PutTask(ctx, rec); err != nil {
+				return "", err
+			}
+		}
+		return toJSON(v)
 	})
 }
 

@@ -76,3 +76,31 @@ def test_env_changes_after_load_reach_go(core_config, monkeypatch):
     monkeypatch.delenv("DAGSTER_TASKIQ_SIGNING_KEY")
     with pytest.raises(TaskiqConfigError, match="no signing key"):
         call("Submit", core_config, step_request())
+
+
+def test_health_of_a_task_nobody_takes(aws_env):
+    """config_source.max_queue_wait_seconds decides when a task nobody picks up is failed, naming its queue."""
+    import time
+
+    from dagster_taskiq_go.config import core_config_json
+
+    config = core_config_json(
+        {
+            "s3_bucket": aws_env["DAGSTER_TASKIQ_S3_BUCKET"],
+            "endpoint_url": aws_env["DAGSTER_TASKIQ_ENDPOINT_URL"],
+            "queue_prefix": "health-",
+            "create_missing_queues": True,
+            "config_source": {"max_queue_wait_seconds": 1},
+        }
+    )
+    call("QueueCreate", config, "lonely", "normal")
+    task_id = call_json("Submit", config, step_request(step_tags={"dagster-taskiq/queue": "lonely"}))["task_id"]
+    verdict = call_json("TaskHealth", config, task_id)
+    assert (verdict["status"], verdict["healthy"]) == ("QUEUED", True)
+    deadline = time.monotonic() + 30
+    while verdict["healthy"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        verdict = call_json("TaskHealth", config, task_id)
+    assert verdict["status"] == "FAILED" and not verdict["healthy"]
+    assert 'in queue "lonely"' in verdict["reason"] and "max_queue_wait_seconds=1" in verdict["reason"]
+    assert call_json("TaskHealth", config, "run-1/never/1")["status"] == "NOT_FOUND"

@@ -134,7 +134,20 @@ func (s *Store) IsClaimed(ctx context.Context, id string) (bool, error) {
 func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	_, err := s.api.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: bytes.NewReader(data)})
+	if err := s.missingBucket(err); err != nil {
+		return err
+	}
 	return fault.Wrap(fault.Transport, err, "write s3://%s/%s", s.bucket, key)
+}
+
+// missingBucket turns S3's NoSuchBucket into an error that says what to do.
+func (s *Store) missingBucket(err error) error {
+	var nb *types.NoSuchBucket
+	var ae smithy.APIError
+	if errors.As(err, &nb) || (errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket") {
+		return fault.New(fault.NotFound, "bucket %q (s3_bucket) does not exist: create it, or run `dagster-taskiq-go queue create`, which does", s.bucket)
+	}
+	return nil
 }
 
 // Get reads an object; a missing object is a not_found error.
@@ -189,4 +202,66 @@ func (s *Store) exists(ctx context.Context, key string) (bool, error) {
 		return false, fault.Wrap(fault.Transport, err, "head s3://%s/%s", s.bucket, key)
 	}
 	return true, nil
+}
+
+// WorkerRecord is a worker's registration in <prefix>/workers/<id>.json,
+// rewritten every heartbeat and removed on clean exit.
+type WorkerRecord struct {
+	WorkerID       string    `json:"worker_id"`
+	Host           string    `json:"host"`
+	PID            int       `json:"pid"`
+	Version        string    `json:"version"`
+	Queues         []string  `json:"queues"`
+	Slots          int       `json:"slots"`
+	RunSlots       int       `json:"run_slots"`
+	Running        []string  `json:"running"` // task ids
+	StartedAt      time.Time `json:"started_at"`
+	HeartbeatAt    time.Time `json:"heartbeat_at"`
+	HeartbeatEvery int       `json:"heartbeat_seconds"`
+	Stopping       bool      `json:"stopping"`
+}
+
+// Live reports whether the worker has heartbeated within three intervals.
+func (w WorkerRecord) Live(now time.Time) bool {
+	return now.Sub(w.HeartbeatAt) <= 3*time.Duration(w.HeartbeatEvery)*time.Second
+}
+
+func (s *Store) workerKey(id string) string { return s.prefix + "/workers/" + id + ".json" }
+
+// PutWorker writes a worker record.
+func (s *Store) PutWorker(ctx context.Context, w WorkerRecord) error {
+	return s.putJSON(ctx, s.workerKey(w.WorkerID), w)
+}
+
+// DeleteWorker removes a worker record.
+func (s *Store) DeleteWorker(ctx context.Context, id string) error {
+	return s.Delete(ctx, s.workerKey(id))
+}
+
+// ListWorkers reads every worker record, live or stale.
+func (s *Store) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
+	var out []WorkerRecord
+	prefix := s.prefix + "/workers/"
+	p := s3.NewListObjectsV2Paginator(s.api, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fault.Wrap(fault.Transport, err, "list s3://%s/%s", s.bucket, prefix)
+		}
+		for _, obj := range page.Contents {
+			data, err := s.Get(ctx, aws.ToString(obj.Key))
+			if fault.CodeOf(err) == fault.NotFound {
+				continue // removed between list and read: it exited
+			}
+			if err != nil {
+				return nil, err
+			}
+			var w WorkerRecord
+			if err := json.Unmarshal(data, &w); err != nil {
+				return nil, fault.Wrap(fault.Payload, err, "worker record %s is corrupt", aws.ToString(obj.Key))
+			}
+			out = append(out, w)
+		}
+	}
+	return out, nil
 }
