@@ -5,7 +5,7 @@ Importing this package is cheap: Dagster and the Go core load only when an attri
 
 from dagster_taskiq_go.version import __version__
 
-__all__ = ["TaskiqStepHandler", "__version__", "native_version", "taskiq_executor"]
+__all__ = ["TaskiqRunLauncher", "TaskiqStepHandler", "__version__", "native_version", "taskiq_executor"]
 
 
 def native_version() -> str:
@@ -20,6 +20,10 @@ def __getattr__(name: str):
         from dagster_taskiq_go.executor import taskiq_executor
 
         return taskiq_executor
+    if name == "TaskiqRunLauncher":
+        from dagster_taskiq_go.launcher import TaskiqRunLauncher
+
+        return TaskiqRunLauncher
     if name == "TaskiqStepHandler":
         from dagster_taskiq_go.step_handler import TaskiqStepHandler
 

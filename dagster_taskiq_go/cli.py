@@ -141,6 +141,55 @@ def worker_start(
             return
 
 
+def _call_json(name, *args):
+    from dagster_taskiq_go._pyshim import call_json
+    from dagster_taskiq_go._pyshim.errors import TaskiqError
+
+    try:
+        return call_json(name, *args)
+    except TaskiqError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _age(timestamp: str) -> str:
+    from datetime import datetime, timezone
+
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(timestamp.replace("Z", "+00:00"))).total_seconds()
+    return f"{seconds:.0f}s ago"
+
+
+@worker.command("list")
+@transport_options
+def worker_list(core_config):
+    """List registered workers: live ones, and stale ones whose heartbeat stopped."""
+    workers = sorted(_call_json("Workers", core_config), key=lambda w: w["worker_id"])
+    if not workers:
+        click.echo("no workers registered")
+        return
+    click.echo(f"{'WORKER':<32} {'STATE':<9} {'QUEUES':<24} {'BUSY':<7} HEARTBEAT")
+    for w in workers:
+        state = ("stopping" if w["stopping"] else "live") if w["live"] else "stale"
+        busy = f"{len(w['running'] or [])}/{w['slots'] + w['run_slots']}"
+        click.echo(f"{w['worker_id']:<32} {state:<9} {','.join(w['queues']):<24} {busy:<7} {_age(w['heartbeat_at'])}")
+
+
+@worker.command("status")
+@click.argument("name", required=False)
+@transport_options
+def worker_status(core_config, name):
+    """Show workers whose id starts with NAME (all when omitted), with their running tasks."""
+    workers = [w for w in _call_json("Workers", core_config) if not name or w["worker_id"].startswith(name)]
+    if not workers:
+        raise click.ClickException(f"no worker matches {name!r}" if name else "no workers registered")
+    for w in sorted(workers, key=lambda w: w["worker_id"]):
+        click.echo(f"{w['worker_id']}: {'live' if w['live'] else 'STALE (no heartbeat)'}")
+        click.echo(f"  host {w['host']} pid {w['pid']} version {w['version']}, started {_age(w['started_at'])}")
+        click.echo(f"  queues {', '.join(w['queues'])}; step slots {w['slots']}, run slots {w['run_slots']}")
+        click.echo(f"  heartbeat {_age(w['heartbeat_at'])} (every {w['heartbeat_seconds']}s)")
+        for task_id in w["running"] or []:
+            click.echo(f"  running {task_id}")
+
+
 @main.group()
 def queue():
     """Create and inspect queues."""
@@ -157,17 +206,44 @@ def queue():
 @transport_options
 def queue_create(core_config, names, bands):
     """Create queues NAMES (one SQS queue per priority band, and a dead-letter queue) and the bucket."""
-    from dagster_taskiq_go._pyshim import call_json
-    from dagster_taskiq_go._pyshim.errors import TaskiqError
-
     for name in names:
-        try:
-            created = call_json("QueueCreate", core_config, name, bands)
-        except TaskiqError as exc:
-            raise click.ClickException(str(exc)) from None
+        created = _call_json("QueueCreate", core_config, name, bands)
         for band in created["bands"]:
             click.echo(f"{name}\t{band}\t{created['urls'][band]}")
         click.echo(f"{name}\tdead-letter\t{created['dlq']}")
+
+
+@queue.command("stats")
+@click.argument("names", nargs=-1, required=True)
+@transport_options
+def queue_stats(core_config, names):
+    """Messages visible and in flight per band, dead letters, and the live workers listening."""
+    for name in names:
+        stats = _call_json("QueueStats", core_config, name)
+        click.echo(f"{name}:")
+        for band in stats["bands"]:
+            click.echo(f"  band {band['band']:<7} visible {band['visible']:<6} in flight {band['in_flight']}")
+        dead = stats["dead_letters"]
+        click.echo(f"  dead letters {'(no dead-letter queue)' if dead is None else dead}")
+        click.echo(f"  live workers {', '.join(stats['live_workers']) or 'none: tasks here will wait'}")
+
+
+@queue.command("purge")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@transport_options
+def queue_purge(core_config, name, yes):
+    """Delete every queued message of queue NAME (all bands; dead letters are kept)."""
+    from dagster_taskiq_go._pyshim import call
+    from dagster_taskiq_go._pyshim.errors import TaskiqError
+
+    if not yes:
+        click.confirm(f"Delete every queued task of queue {name!r}?", abort=True)
+    try:
+        purged = call("QueuePurge", core_config, name)
+    except TaskiqError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"purged {name}: {purged} messages were visible")
 
 
 @main.command()

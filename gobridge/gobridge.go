@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/health"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
@@ -136,6 +138,104 @@ func QueueCreate(configJSON, queue, bands string) (string, error) {
 			return "", err
 		}
 		return toJSON(q)
+	})
+}
+
+// Workers lists the registered workers (store.WorkerRecord), each with a
+// "live" flag: a worker is live while its heartbeat is at most three
+// intervals old.
+func Workers(configJSON string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		records, err := t.Store.ListWorkers(ctx)
+		if err != nil {
+			return "", err
+		}
+		type listed struct {
+			store.WorkerRecord
+			Live bool `json:"live"`
+		}
+		now := time.Now().UTC()
+		out := make([]listed, 0, len(records))
+		for _, w := range records {
+			out = append(out, listed{WorkerRecord: w, Live: w.Live(now)})
+		}
+		return toJSON(out)
+	})
+}
+
+// QueueStats reports a logical queue's message counts per band, its
+// dead-letter queue's depth and the live workers that listen to it.
+func QueueStats(configJSON, queue string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		q, err := t.Queue(ctx, queue)
+		if err != nil {
+			return "", err
+		}
+		type bandStats struct {
+			Band string `json:"band"`
+			sqsx.Counts
+		}
+		stats := struct {
+			Queue   string      `json:"queue"`
+			Bands   []bandStats `json:"bands"`
+			DLQ     *int        `json:"dead_letters"`
+			Workers []string    `json:"live_workers"`
+		}{Queue: queue, Workers: []string{}}
+		for _, band := range q.Layout {
+			counts, err := t.Queues.Count(ctx, q.URLs[band])
+			if err != nil {
+				return "", err
+			}
+			stats.Bands = append(stats.Bands, bandStats{Band: band, Counts: counts})
+		}
+		if q.DLQ != "" {
+			counts, err := t.Queues.Count(ctx, q.DLQ)
+			if err != nil {
+				return "", err
+			}
+			dead := counts.Visible + counts.InFlight
+			stats.DLQ = &dead
+		}
+		workers, err := t.Store.ListWorkers(ctx)
+		if err != nil {
+			return "", err
+		}
+		now := time.Now().UTC()
+		for _, w := range workers {
+			if w.Live(now) && slices.Contains(w.Queues, queue) {
+				stats.Workers = append(stats.Workers, w.WorkerID)
+			}
+		}
+		return toJSON(stats)
+	})
+}
+
+// QueuePurge deletes every message in every band of a logical queue (not its
+// dead letters) and returns how many were visible before.
+func QueuePurge(configJSON, queue string) (int, error) {
+	return guard(func() (int, error) {
+		t, err := openTransport(configJSON)
+		if err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		q, err := t.Queue(ctx, queue)
+		if err != nil {
+			return 0, err
+		}
+		purged := 0
+		for _, band := range q.Layout {
+			counts, err := t.Queues.Count(ctx, q.URLs[band])
+			if err != nil {
+				return 0, err
+			}
+			if err := t.Queues.Purge(ctx, q.URLs[band]); err != nil {
+				return 0, err
+			}
+			purged += counts.Visible
+		}
+		return purged, nil
 	})
 }
 

@@ -95,6 +95,22 @@ class DagsterDev:
 
         return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
 
+    def terminate(self, run_id: str, force: bool = False) -> str:
+        """Terminates a run as the UI's Terminate button does; force is its "mark canceled immediately"
+        choice, the only one the UI offers for a run that is still STARTING."""
+        result = self.client()._execute(
+            """mutation Terminate($runId: String!, $policy: TerminateRunPolicy) {
+                 terminateRun(runId: $runId, terminatePolicy: $policy) {
+                   __typename
+                   ... on TerminateRunFailure { message }
+                   ... on PythonError { message }
+                 }
+               }""",
+            {"runId": run_id, "policy": "MARK_AS_CANCELED_IMMEDIATELY" if force else "SAFE_TERMINATE"},
+        )["terminateRun"]
+        assert result["__typename"] == "TerminateRunSuccess", result
+        return result["__typename"]
+
     def stop(self):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -103,6 +119,38 @@ class DagsterDev:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def transport_env(moto_endpoint: str, name: str) -> dict[str, str]:
+    """Environment for one test module's stack: its own bucket and queue prefix."""
+    import uuid
+
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "DAGSTER_TASKIQ_ENDPOINT_URL": moto_endpoint,
+        "DAGSTER_TASKIQ_S3_BUCKET": f"{name}-{uuid.uuid4().hex[:8]}",
+        "DAGSTER_TASKIQ_QUEUE_PREFIX": f"{name[:4]}{uuid.uuid4().hex[:6]}-",
+        "DAGSTER_TASKIQ_SIGNING_KEY": f"{name}-signing-key-0123456789",
+    }
+
+
+def create_queues(env: dict[str, str], *queues: str) -> str:
+    """Creates the bucket and queues (all three bands) and returns the core config JSON."""
+    from dagster_taskiq_go._pyshim import call
+    from dagster_taskiq_go.config import core_config_json
+
+    config = core_config_json(
+        {
+            "s3_bucket": env["DAGSTER_TASKIQ_S3_BUCKET"],
+            "endpoint_url": env["DAGSTER_TASKIQ_ENDPOINT_URL"],
+            "queue_prefix": env["DAGSTER_TASKIQ_QUEUE_PREFIX"],
+        }
+    )
+    for queue in queues:
+        call("QueueCreate", config, queue, "high,normal,low")
+    return config
 
 
 def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):

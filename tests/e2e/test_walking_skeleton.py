@@ -2,14 +2,12 @@
 API, steps executed by two worker processes started from the CLI, results in the event log."""
 
 import os
-import uuid
-
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from dagster_taskiq_go.dev import step_workers
 
-from .stack import DagsterDev, Worker, step_events, wait_for_run
+from .stack import DagsterDev, Worker, create_queues, step_events, transport_env, wait_for_run
 
 JOBS = os.path.join(os.path.dirname(__file__), "..", "jobs", "skeleton.py")
 
@@ -18,33 +16,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack(moto_endpoint, tmp_path_factory):
-    from dagster_taskiq_go._pyshim import call
-    from dagster_taskiq_go.config import core_config_json
-
     tmp = tmp_path_factory.mktemp("skeleton")
     home = tmp / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "DAGSTER_TASKIQ_ENDPOINT_URL": moto_endpoint,
-        "DAGSTER_TASKIQ_S3_BUCKET": f"skeleton-{uuid.uuid4().hex[:8]}",
-        "DAGSTER_TASKIQ_QUEUE_PREFIX": f"s{uuid.uuid4().hex[:8]}-",
-        "DAGSTER_TASKIQ_SIGNING_KEY": "skeleton-signing-key-0123456789",
-    }
     patch = pytest.MonkeyPatch()
-    for name, value in env.items():
+    for name, value in transport_env(moto_endpoint, "skeleton").items():
         patch.setenv(name, value)
-    config = core_config_json(
-        {
-            "s3_bucket": env["DAGSTER_TASKIQ_S3_BUCKET"],
-            "endpoint_url": moto_endpoint,
-            "queue_prefix": env["DAGSTER_TASKIQ_QUEUE_PREFIX"],
-        }
-    )
-    call("QueueCreate", config, "dagster", "high,normal,low")
+    create_queues(os.environ, "dagster")
     workers = [Worker(name, ["dagster"], str(tmp)) for name in ("alpha", "beta")]
     dev = DagsterDev(os.path.abspath(JOBS), str(home), str(tmp))
     instance = DagsterInstance.from_config(str(home))

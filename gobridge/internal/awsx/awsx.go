@@ -50,6 +50,8 @@ func New(ctx context.Context, cfg config.Config) (Clients, error) {
 		}
 	})
 	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// Objects written without a checksum (emulators, older writers) would log a line per read.
+		o.DisableLogOutputChecksumValidationSkipped = true
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 			o.UsePathStyle = true // emulators serve buckets by path, not by virtual host

@@ -296,3 +296,30 @@ func (c *Client) deadLetterURL(ctx context.Context, url string) (string, error) 
 	name := redrive.DeadLetterTargetArn[strings.LastIndex(redrive.DeadLetterTargetArn, ":")+1:]
 	return c.lookup(ctx, name)
 }
+
+// Counts are a queue's approximate message counts.
+type Counts struct {
+	Visible  int `json:"visible"`
+	InFlight int `json:"in_flight"`
+}
+
+// Count reads a queue's approximate visible and in-flight message counts.
+func (c *Client) Count(ctx context.Context, url string) (Counts, error) {
+	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(url),
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages,
+			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible},
+	})
+	if err != nil {
+		return Counts{}, fault.Wrap(fault.Transport, err, "read message counts of %s", url)
+	}
+	visible, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	inFlight, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	return Counts{Visible: visible, InFlight: inFlight}, nil
+}
+
+// Purge deletes every message in a queue.
+func (c *Client) Purge(ctx context.Context, url string) error {
+	_, err := c.api.PurgeQueue(ctx, &sqs.PurgeQueueInput{QueueUrl: aws.String(url)})
+	return fault.Wrap(fault.Transport, err, "purge %s", url)
+}
