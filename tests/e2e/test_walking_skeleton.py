@@ -2,6 +2,7 @@
 API, steps executed by two worker processes started from the CLI, results in the event log."""
 
 import os
+
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
