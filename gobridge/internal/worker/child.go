@@ -33,6 +33,10 @@ type childSpec struct {
 	Output io.Writer // receives the child's output, each line tagged with the task id
 }
 
+// outputDrainDelay is how long the output pipe is still read after the child
+// exits, while a process it left behind holds the pipe open.
+const outputDrainDelay = 2 * time.Second
+
 // childResult is how a child ended.
 type childResult struct {
 	ExitCode int
@@ -52,21 +56,27 @@ func runChild(ctx context.Context, spec childSpec, stop <-chan struct{}, started
 	cmd.Env = append(childEnviron(), spec.Env...)
 	cmd.Stdin = strings.NewReader(spec.Args)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return childResult{}, err
-	}
-	cmd.Stderr = cmd.Stdout
+	// Stdout and stderr share one pipe, copied by os/exec into pw. A process
+	// the child leaves behind may keep that pipe open: the task ends when
+	// the child exits, and WaitDelay later the pipe is closed regardless.
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.WaitDelay = outputDrainDelay
 	if err := cmd.Start(); err != nil {
 		return childResult{}, fmt.Errorf("start %s: %w", spec.Python, err)
 	}
 	started(cmd.Process.Pid)
 
 	var copied sync.WaitGroup
-	copied.Go(func() { tagLines(spec.Output, spec.TaskID, stdout) })
+	copied.Go(func() { tagLines(spec.Output, spec.TaskID, pr) })
 
 	done := make(chan error, 1)
-	go func() { copied.Wait(); done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		pw.Close()
+		copied.Wait() // every line is out before the outcome is recorded
+		done <- err
+	}()
 
 	var res childResult
 	var waitErr error
@@ -81,7 +91,7 @@ func runChild(ctx context.Context, spec childSpec, stop <-chan struct{}, started
 	}
 	var exitErr *exec.ExitError
 	switch {
-	case waitErr == nil:
+	case waitErr == nil, errors.Is(waitErr, exec.ErrWaitDelay): // exited 0; a leftover process held the pipe
 		res.ExitCode = 0
 	case errors.As(waitErr, &exitErr):
 		res.ExitCode = exitErr.ExitCode() // -1 when killed by a signal

@@ -27,9 +27,17 @@ import (
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 )
 
-// writeTimeout bounds the final writes (records, deletes) that run after a
-// stop has been requested, so shutdown never drops them nor hangs on them.
+// writeTimeout bounds each phase of S3/SQS writes (records, deletes), which
+// also run after a stop has been requested, so shutdown never drops them nor
+// hangs on them. Each phase gets a fresh bound (see writeCtx): a task may run
+// far longer than this. A variable so tests can shorten it.
 var writeTimeout = 30 * time.Second
+
+// writeCtx bounds one phase of writes. It ignores a stop, which must not drop
+// the writes that record what happened.
+func (w *Worker) writeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(w.workCtx), writeTimeout)
+}
 
 // Summary is what a stopped worker reports.
 type Summary struct {
@@ -189,18 +197,20 @@ func (w *Worker) receive(queue, url string) {
 
 // handle takes one received message from verification to its final record.
 func (w *Worker) handle(queue, url string, m types.Message) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.workCtx), writeTimeout)
+	ctx, cancel := w.writeCtx()
 	defer cancel()
 	body := []byte(aws.ToString(m.Body))
 	log := w.log.With("queue", queue, "message_id", aws.ToString(m.MessageId))
 
 	if !w.opts.InsecureNoSigning && !envelope.Verify(w.key, body, sqsx.Attr(m, submit.AttrSignature)) {
-		w.deadLetter(ctx, log, queue, url, m, sqsx.Attr(m, submit.AttrTaskID), "missing or invalid signature")
+		// The task id attribute is as unauthenticated as the body: it names
+		// the message in the DLQ, but must not fail that task's record.
+		w.deadLetter(ctx, log, queue, url, m, sqsx.Attr(m, submit.AttrTaskID), false, "missing or invalid signature")
 		return
 	}
 	env, err := envelope.Decode(body)
 	if err != nil {
-		w.deadLetter(ctx, log, queue, url, m, env.TaskID, err.Error())
+		w.deadLetter(ctx, log, queue, url, m, env.TaskID, true, err.Error())
 		return
 	}
 	log = log.With("task_id", env.TaskID, "run_id", env.RunID, "step_key", env.StepKey, "kind", env.Kind)
@@ -242,6 +252,9 @@ func (w *Worker) handle(queue, url string, m types.Message) {
 		}
 		args = string(data)
 		defer func() {
+			// The task may have outlived ctx: the delete gets its own bound.
+			ctx, cancel := w.writeCtx()
+			defer cancel()
 			if err := w.tr.Store.Delete(ctx, env.ArgsKey); err != nil {
 				log.Warn("could not delete payload", "key", env.ArgsKey, "error", err)
 			}
@@ -252,8 +265,6 @@ func (w *Worker) handle(queue, url string, m types.Message) {
 
 // run executes the child, keeps its lease fresh and watches for a cancel.
 func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, args string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.workCtx), writeTimeout)
-	defer cancel()
 	heartbeat := time.Duration(w.opts.HeartbeatSeconds) * time.Second
 	stop := make(chan struct{})
 	var stopOnce sync.Once
@@ -266,9 +277,11 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 		now := time.Now().UTC()
 		rec.State, rec.PID, rec.StartedAt = store.Running, pid, &now
 		rec.LeaseUntil = ptr(now.Add(3 * heartbeat))
+		ctx, cancel := w.writeCtx()
 		if err := w.tr.Store.PutTask(ctx, rec); err != nil {
 			log.Warn("could not record RUNNING", "error", err)
 		}
+		cancel()
 		log.Info("task started", "pid", pid)
 		hb.Go(func() {
 			ticker := time.NewTicker(heartbeat)
@@ -317,9 +330,18 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 	case res.ExitCode != 0:
 		state, reason = store.Failed, fmt.Sprintf("exited with code %d", res.ExitCode)
 	}
-	code := res.ExitCode
-	w.finish(ctx, log, rec, state, &code, reason)
-	log.Info("task finished", "state", state, "exit_code", code, "duration", time.Since(started).Round(time.Millisecond))
+	var code *int // nil: the child did not start, or how it ended is unknown
+	if err == nil {
+		code = &res.ExitCode
+	}
+	// The task may have run far longer than writeTimeout: bound the final
+	// write from now, not from when the task started.
+	ctx, cancel := w.writeCtx()
+	defer cancel()
+	w.finish(ctx, log, rec, state, code, reason)
+	if code != nil {
+		log.Info("task finished", "state", state, "exit_code", *code, "duration", time.Since(started).Round(time.Millisecond))
+	}
 }
 
 func (w *Worker) finish(ctx context.Context, log *slog.Logger, rec store.Record, state store.State, exitCode *int, reason string) {
@@ -333,9 +355,11 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, rec store.Record,
 	}
 }
 
-// deadLetter moves a message the worker cannot run to the queue's DLQ and
-// records the task FAILED when its id is known.
-func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, queue, url string, m types.Message, taskID, reason string) {
+// deadLetter moves a message the worker cannot run to the queue's DLQ. When
+// the message is authentic (signed, or signing is off) and names a task, that
+// task's QUEUED record becomes FAILED; an unauthenticated task id only labels
+// the message, or anyone able to send to the queue could fail any queued task.
+func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, queue, url string, m types.Message, taskID string, authentic bool, reason string) {
 	log.Error("dead-lettering message", "task_id", taskID, "reason", reason)
 	dlq, err := w.tr.Queues.DLQURL(ctx, queue)
 	if err == nil {
@@ -349,7 +373,7 @@ func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, queue, url st
 		log.Error("could not move message to the dead-letter queue; leaving it for redrive", "error", err)
 		return
 	}
-	if taskID != "" {
+	if taskID != "" && authentic {
 		if rec, err := w.tr.Store.GetTask(ctx, taskID); err == nil && rec.State == store.Queued {
 			w.finish(ctx, log, rec, store.Failed, nil, "dead-lettered: "+reason)
 		}

@@ -145,10 +145,14 @@ type testWorker struct {
 	log *syncBuffer // the worker's log, shown when the test fails
 }
 
-// startWorker starts a worker on testQueue with fast timings; zero fields of
-// opts get test defaults. Cleanup stops it at once and waits for it.
-func startWorker(t *testing.T, tr *transport.Transport, opts Options) *testWorker {
+// startWorker starts a worker on testQueue that runs child, with fast
+// timings; zero fields of opts get test defaults. Cleanup stops it at once
+// and waits for it.
+func startWorker(t *testing.T, tr *transport.Transport, child *fakeChild, opts Options) *testWorker {
 	t.Helper()
+	if child != nil {
+		opts.Python = child.path
+	}
 	if len(opts.Queues) == 0 {
 		opts.Queues = []string{testQueue}
 	}
@@ -331,7 +335,7 @@ func TestWorkerRunsSubmittedStep(t *testing.T) {
 	t.Setenv("DAGSTER_TASKIQ_TEST_MARKER", "passed")
 	tr := newTransport(t, nil)
 	child := newFakeChild(t, `echo "hello from $id"; echo "to stderr" >&2; printf 'no newline'`)
-	w := startWorker(t, tr, Options{})
+	w := startWorker(t, tr, child, Options{})
 
 	res := submitStep(t, tr, "op_a", "the-args\nsecond line")
 	rec := waitState(t, tr, res.TaskID, store.Success)
@@ -379,7 +383,7 @@ func TestWorkerKeyFileIsNotPassedToChild(t *testing.T) {
 	t.Setenv(envelope.KeyFileEnv, keyFile)
 	tr := newTransport(t, nil)
 	child := newFakeChild(t, "")
-	startWorker(t, tr, Options{})
+	startWorker(t, tr, child, Options{})
 
 	res := submitStep(t, tr, "op_a", "args")
 	waitState(t, tr, res.TaskID, store.Success)
@@ -391,8 +395,8 @@ func TestWorkerKeyFileIsNotPassedToChild(t *testing.T) {
 func TestWorkerRecordsNonZeroExit(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, nil)
-	newFakeChild(t, `echo failing; exit 3`)
-	startWorker(t, tr, Options{})
+	child := newFakeChild(t, `echo failing; exit 3`)
+	startWorker(t, tr, child, Options{})
 
 	res := submitStep(t, tr, "op_a", "args")
 	rec := waitState(t, tr, res.TaskID, store.Failed)
@@ -405,19 +409,22 @@ func TestWorkerRecordsNonZeroExit(t *testing.T) {
 func TestWorkerRecordsChildThatCannotStart(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, nil)
-	startWorker(t, tr, Options{Python: filepath.Join(t.TempDir(), "no-such-python")})
+	startWorker(t, tr, nil, Options{Python: filepath.Join(t.TempDir(), "no-such-python")})
 
 	res := submitStep(t, tr, "op_a", "args")
 	rec := waitState(t, tr, res.TaskID, store.Failed)
 	require.Contains(t, rec.Reason, "could not run the task")
 	require.Contains(t, rec.Reason, "no-such-python")
+	require.Nil(t, rec.ExitCode, "a child that never started has no exit code")
+	require.Zero(t, rec.PID)
+	require.Nil(t, rec.StartedAt)
 }
 
 func TestWorkerDuplicateDeliveryRunsOnce(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, nil)
 	child := newFakeChild(t, "")
-	w := startWorker(t, tr, Options{})
+	w := startWorker(t, tr, child, Options{})
 
 	env := stepEnvelope("op_a", "args")
 	putQueued(t, tr, env)
@@ -470,7 +477,7 @@ func TestWorkerDeadLettersBadMessages(t *testing.T) {
 	unknownBody := marshal(t, unknown)
 	send(t, tr, testQueue, unknownBody, signed(unknownBody, unknown.TaskID))
 
-	startWorker(t, tr, Options{})
+	startWorker(t, tr, child, Options{})
 
 	failed := waitState(t, tr, unknown.TaskID, store.Failed)
 	require.Contains(t, failed.Reason, "dead-lettered")
@@ -508,7 +515,7 @@ func TestWorkerInsecureNoSigningRunsUnsignedTasks(t *testing.T) {
 	t.Setenv(envelope.InsecureEnv, "1")
 	tr := newTransport(t, nil)
 	child := newFakeChild(t, "")
-	startWorker(t, tr, Options{InsecureNoSigning: true})
+	startWorker(t, tr, child, Options{InsecureNoSigning: true})
 
 	env := stepEnvelope("op_a", "unsigned-args")
 	putQueued(t, tr, env)
@@ -550,7 +557,7 @@ func TestWorkerSkipsTaskCanceledWhileQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, out.Requested)
 
-	w := startWorker(t, tr, Options{})
+	w := startWorker(t, tr, child, Options{})
 	waitQueueEmpty(t, tr, testQueue) // the worker took the message and dropped it
 	w.Stop(true)
 	require.True(t, w.Wait(deadline))
@@ -568,7 +575,7 @@ func TestWorkerCancelsRunningTask(t *testing.T) {
 	child := newFakeChild(t, `trap 'echo term > "$d/$id.term"; exit 143' TERM
 sleep 30 &
 wait $!`)
-	startWorker(t, tr, Options{})
+	startWorker(t, tr, child, Options{})
 
 	res := submitStep(t, tr, "op_a", "args")
 	pid := child.pid(t, res.TaskID)
@@ -597,7 +604,7 @@ func TestWorkerKillsChildIgnoringSigterm(t *testing.T) {
 	child := newFakeChild(t, `trap 'date +%s%N > "$d/$id.term"' TERM
 while true; do sleep 0.1; done`)
 	const grace = 2 * time.Second
-	startWorker(t, tr, Options{GracePeriodSeconds: int(grace / time.Second)})
+	startWorker(t, tr, child, Options{GracePeriodSeconds: int(grace / time.Second)})
 
 	res := submitStep(t, tr, "op_a", "args")
 	pid := child.pid(t, res.TaskID)
@@ -617,7 +624,10 @@ while true; do sleep 0.1; done`)
 	require.NotNil(t, rec.ExitCode)
 	require.Equal(t, -1, *rec.ExitCode, "the child must die of a signal, not exit")
 	require.True(t, processGone(pid))
-	require.True(t, errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH), "the whole process group must be gone")
+	// The child's own children were killed too; as orphans they are reaped by
+	// init, not by the worker, so their group may linger a moment as zombies.
+	require.Eventually(t, func() bool { return errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH) },
+		deadline, tick, "the whole process group must be gone")
 }
 
 func TestWorkerGracefulStopFinishesRunningTask(t *testing.T) {
@@ -626,7 +636,7 @@ func TestWorkerGracefulStopFinishesRunningTask(t *testing.T) {
 	child := newFakeChild(t, waitForRelease+`
 echo finished`)
 	ctx := context.Background()
-	w := startWorker(t, tr, Options{GracePeriodSeconds: 10})
+	w := startWorker(t, tr, child, Options{GracePeriodSeconds: 10})
 
 	first := submitStep(t, tr, "op_a", "args")
 	child.pid(t, first.TaskID)
@@ -660,7 +670,7 @@ func TestWorkerImmediateStopTerminatesRunningTask(t *testing.T) {
 	child := newFakeChild(t, `trap 'echo term > "$d/$id.term"; exit 143' TERM
 sleep 30 &
 wait $!`)
-	w := startWorker(t, tr, Options{GracePeriodSeconds: 10})
+	w := startWorker(t, tr, child, Options{GracePeriodSeconds: 10})
 
 	res := submitStep(t, tr, "op_a", "args")
 	pid := child.pid(t, res.TaskID)
@@ -678,7 +688,7 @@ func TestWorkerFetchesLargePayloadAndDeletesIt(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, func(c *config.Config) { c.Source.PayloadThresholdBytes = 1024 })
 	child := newFakeChild(t, "")
-	startWorker(t, tr, Options{})
+	startWorker(t, tr, child, Options{})
 	ctx := context.Background()
 
 	args := strings.Repeat("0123456789abcdef", 256) // 4 KiB
@@ -700,7 +710,7 @@ func TestWorkerFailsTaskWithMissingPayload(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, nil)
 	child := newFakeChild(t, "")
-	startWorker(t, tr, Options{})
+	startWorker(t, tr, child, Options{})
 
 	env := stepEnvelope("op_a", "")
 	env.ArgsKey = tr.Store.PayloadKey(env.TaskID) // never written
@@ -721,11 +731,11 @@ func TestWorkerFailsTaskWithMissingPayload(t *testing.T) {
 func TestWorkerRecordsOutcomeOfTaskOutlastingWriteTimeout(t *testing.T) {
 	setKey(t)
 	saved := writeTimeout
-	writeTimeout = time.Second
+	writeTimeout = 2 * time.Second
 	t.Cleanup(func() { writeTimeout = saved })
 	tr := newTransport(t, func(c *config.Config) { c.Source.PayloadThresholdBytes = 1024 })
-	child := newFakeChild(t, `sleep 2.5`)
-	startWorker(t, tr, Options{})
+	child := newFakeChild(t, `sleep 3`)
+	startWorker(t, tr, child, Options{})
 	ctx := context.Background()
 
 	res := submitStep(t, tr, "op_a", strings.Repeat("x", 4096))
@@ -736,4 +746,35 @@ func TestWorkerRecordsOutcomeOfTaskOutlastingWriteTimeout(t *testing.T) {
 		_, err := tr.Store.Get(ctx, tr.Store.PayloadKey(res.TaskID))
 		return fault.CodeOf(err) == fault.NotFound
 	}, deadline, tick, "the payload must be deleted once the task is done")
+}
+
+// A task ends when its child exits, even if a process the child left behind
+// still holds the output pipe open.
+func TestWorkerTaskEndsWhenChildExitsDespiteLeftoverProcess(t *testing.T) {
+	setKey(t)
+	tr := newTransport(t, nil)
+	child := newFakeChild(t, `sleep 120 &
+echo $! > "$d/orphan"
+echo bye
+exit 0`)
+	w := startWorker(t, tr, child, Options{})
+
+	res := submitStep(t, tr, "op_a", "args")
+	child.pid(t, res.TaskID)
+	start := time.Now()
+	require.Eventually(t, func() bool { _, err := os.Stat(filepath.Join(child.dir, "orphan")); return err == nil },
+		deadline, tick)
+	data, err := os.ReadFile(filepath.Join(child.dir, "orphan"))
+	require.NoError(t, err)
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = syscall.Kill(orphan, syscall.SIGKILL) })
+
+	rec := waitState(t, tr, res.TaskID, store.Success)
+	elapsed := time.Since(start)
+	t.Logf("SUCCESS recorded %s after the child started", elapsed.Round(time.Millisecond))
+	require.Less(t, elapsed, outputDrainDelay+5*time.Second, "the leftover process must not hold the task")
+	require.Equal(t, 0, *rec.ExitCode)
+	require.Contains(t, w.out.String(), "["+res.TaskID+"] bye\n")
+	require.False(t, processGone(orphan), "the worker leaves the leftover process alone")
 }
