@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/control"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/health"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
@@ -239,6 +240,36 @@ func QueuePurge(configJSON, queue string) (int, error) {
 	})
 }
 
+// WorkerTerminate asks live workers to stop gracefully, through their control
+// queues: the worker whose id is name, or every worker whose id starts with
+// name, or all of them when all is true. It returns the ids it reached.
+func WorkerTerminate(configJSON, name string, all bool) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		if name == "" && !all {
+			return "", fault.New(fault.Config, "name a worker, or pass --all")
+		}
+		records, err := t.Store.ListWorkers(ctx)
+		if err != nil {
+			return "", err
+		}
+		now := time.Now().UTC()
+		reached := []string{}
+		for _, w := range records {
+			if !w.Live(now) || (!all && w.WorkerID != name && !strings.HasPrefix(w.WorkerID, name)) {
+				continue
+			}
+			if err := submit.Order(ctx, t, w.WorkerID, control.Order{Op: control.OpStop}); err != nil {
+				return "", err
+			}
+			reached = append(reached, w.WorkerID)
+		}
+		if len(reached) == 0 {
+			return "", fault.New(fault.NotFound, "no live worker matches %q", name)
+		}
+		return toJSON(reached)
+	})
+}
+
 var (
 	workersMu  sync.Mutex
 	workers    = map[int64]*worker.Worker{}
@@ -262,6 +293,7 @@ func WorkerStart(configJSON, optionsJSON, logLevel string) (int64, error) {
 			return 0, err
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		worker.Version = CoreVersion
 		w, err := worker.New(opts, t, log, os.Stderr)
 		if err != nil {
 			return 0, err

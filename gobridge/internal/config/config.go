@@ -208,7 +208,7 @@ func (c Config) validate() error {
 
 // reservedSuffixes name the band and dead-letter queues derived from a
 // logical queue; a logical queue ending in one would collide with them.
-var reservedSuffixes = []string{"-high", "-low", "-dlq"}
+var reservedSuffixes = []string{"-high", "-low", "-dlq", "-runs"}
 
 // ValidateQueueName checks a logical queue name (as used in tags and -q).
 func ValidateQueueName(name string) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ const (
 	// poison messages themselves long before it.
 	MaxReceiveCountDefault = 10
 	dlqSuffix              = "-dlq"
+	runSuffix              = "-runs"
 )
 
 // Client resolves and caches queue URLs and wraps the SQS calls.
@@ -99,26 +101,39 @@ func (c *Client) CreateBands(ctx context.Context, queue string, layout routing.L
 	redrive := fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":%d}`,
 		attrs.Attributes[string(types.QueueAttributeNameQueueArn)], MaxReceiveCountDefault)
 	for _, band := range layout {
-		name := c.BandName(queue, band)
-		in := &sqs.CreateQueueInput{
-			QueueName: aws.String(name),
-			Attributes: map[string]string{
-				string(types.QueueAttributeNameVisibilityTimeout):             strconv.Itoa(VisibilityTimeoutDefault),
-				string(types.QueueAttributeNameReceiveMessageWaitTimeSeconds): "20",
-				string(types.QueueAttributeNameRedrivePolicy):                 redrive,
-			},
+		for _, runs := range []bool{true, false} {
+			if band == routing.BandNormal && !runs {
+				continue
+			}
+			if err := c.createBand(ctx, c.BandName(queue, band, runs), redrive, false, layout); err != nil {
+				return err
+			}
 		}
-		if band == routing.BandNormal {
-			in.Tags = map[string]string{LayoutTag: layout.String()}
-		}
-		if _, err := c.api.CreateQueue(ctx, in); err != nil {
-			return fault.Wrap(fault.Transport, err, "create queue %q", name)
-		}
+	}
+	// The tagged queue last: resolving finds every band queue once the tag exists.
+	if err := c.createBand(ctx, c.PhysicalName(queue), redrive, true, layout); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	delete(c.resolved, queue)
 	c.mu.Unlock()
 	return nil
+}
+
+func (c *Client) createBand(ctx context.Context, name, redrive string, tagged bool, layout routing.Layout) error {
+	in := &sqs.CreateQueueInput{
+		QueueName: aws.String(name),
+		// ReceiveMessageWaitTimeSeconds stays 0: see CheckShortPolls.
+		Attributes: map[string]string{
+			string(types.QueueAttributeNameVisibilityTimeout): strconv.Itoa(VisibilityTimeoutDefault),
+			string(types.QueueAttributeNameRedrivePolicy):     redrive,
+		},
+	}
+	if tagged {
+		in.Tags = map[string]string{LayoutTag: layout.String()}
+	}
+	_, err := c.api.CreateQueue(ctx, in)
+	return fault.Wrap(fault.Transport, err, "create queue %q", name)
 }
 
 // Send sends one message body with string attributes and returns its id.
@@ -176,21 +191,29 @@ func Attr(m types.Message, name string) string {
 // on which physical queues exist.
 const LayoutTag = "dagster-taskiq:bands"
 
-// Queue is a resolved logical queue: its band layout and the URL of each band.
+// Queue is a resolved logical queue: its band layout and the URL of each
+// band, for steps and, separately, for whole runs: workers keep separate slot
+// pools for the two, and each pool receives only from its own queues, so a
+// worker never receives a task it has no slot for.
 type Queue struct {
-	Name   string            `json:"name"`
-	Layout routing.Layout    `json:"bands"`
-	URLs   map[string]string `json:"urls"` // band → URL
-	DLQ    string            `json:"dlq"`  // URL of the dead-letter queue; "" when the queue has none
+	Name    string            `json:"name"`
+	Layout  routing.Layout    `json:"bands"`
+	URLs    map[string]string `json:"urls"`     // band → URL, step tasks
+	RunURLs map[string]string `json:"run_urls"` // band → URL, run tasks; nil for a queue_url override
+	DLQ     string            `json:"dlq"`      // URL of the dead-letter queue; "" when the queue has none
 }
 
-// BandName is the SQS name of one band of a logical queue: the normal band
-// keeps the plain name, so a one-band queue is just "<prefix><queue>".
-func (c *Client) BandName(queue, band string) string {
-	if band == routing.BandNormal {
-		return c.PhysicalName(queue)
+// BandName is the SQS name of one band of a logical queue's step or run
+// family: the normal step band keeps the plain name "<prefix><queue>".
+func (c *Client) BandName(queue, band string, runs bool) string {
+	name := c.PhysicalName(queue)
+	if runs {
+		name += runSuffix
 	}
-	return c.PhysicalName(queue) + "-" + band
+	if band != routing.BandNormal {
+		name += "-" + band
+	}
+	return name
 }
 
 // Resolve looks a logical queue up (cached): its layout and band URLs. A
@@ -233,17 +256,21 @@ func (c *Client) resolve(ctx context.Context, queue string) (*Queue, error) {
 			return nil, fault.Wrap(fault.Config, err, "band layout tag of queue %q", queue)
 		}
 	}
-	q := &Queue{Name: queue, Layout: layout, URLs: map[string]string{routing.BandNormal: base}}
+	q := &Queue{Name: queue, Layout: layout, URLs: map[string]string{}, RunURLs: map[string]string{}}
 	for _, band := range layout {
-		if band == routing.BandNormal {
-			continue
+		for _, runs := range []bool{false, true} {
+			url, err := c.lookup(ctx, c.BandName(queue, band, runs))
+			if err != nil {
+				return nil, fault.Wrap(fault.CodeOf(err), err,
+					"queue %q declares band %q but one of its SQS queues is missing; run `dagster-taskiq-go queue create %s`",
+					queue, band, queue)
+			}
+			if runs {
+				q.RunURLs[band] = url
+			} else {
+				q.URLs[band] = url
+			}
 		}
-		url, err := c.lookup(ctx, c.BandName(queue, band))
-		if err != nil {
-			return nil, fault.Wrap(fault.CodeOf(err), err,
-				"queue %q declares band %q but its SQS queue is missing; run `dagster-taskiq-go queue create %s`", queue, band, queue)
-		}
-		q.URLs[band] = url
 	}
 	if q.DLQ, err = c.deadLetterURL(ctx, base); err != nil {
 		return nil, err
@@ -322,4 +349,87 @@ func (c *Client) Count(ctx context.Context, url string) (Counts, error) {
 func (c *Client) Purge(ctx context.Context, url string) error {
 	_, err := c.api.PurgeQueue(ctx, &sqs.PurgeQueueInput{QueueUrl: aws.String(url)})
 	return fault.Wrap(fault.Transport, err, "purge %s", url)
+}
+
+// ControlName is the SQS name of a worker's control queue.
+func (c *Client) ControlName(workerID string) string {
+	return c.prefix + controlInfix + controlSafe.ReplaceAllString(workerID, "_")
+}
+
+// ControlPrefix is the SQS name prefix shared by every worker's control queue.
+func (c *Client) ControlPrefix() string { return c.prefix + controlInfix }
+
+const controlInfix = "ctl-"
+
+var controlSafe = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+// CreateControl creates a worker's control queue: long-polled, with a short
+// retention, since a control message is useless once its moment has passed.
+func (c *Client) CreateControl(ctx context.Context, workerID string) (string, error) {
+	name := c.ControlName(workerID)
+	out, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{
+		QueueName: aws.String(name),
+		Attributes: map[string]string{
+			string(types.QueueAttributeNameReceiveMessageWaitTimeSeconds): "20",
+			string(types.QueueAttributeNameMessageRetentionPeriod):        "300",
+			string(types.QueueAttributeNameVisibilityTimeout):             "30",
+		},
+	})
+	if err != nil {
+		return "", fault.Wrap(fault.Transport, err, "create control queue %q", name)
+	}
+	return aws.ToString(out.QueueUrl), nil
+}
+
+// ControlURL looks up a worker's control queue; "" when it has none.
+func (c *Client) ControlURL(ctx context.Context, workerID string) (string, error) {
+	url, err := c.lookup(ctx, c.ControlName(workerID))
+	if fault.CodeOf(err) == fault.NotFound {
+		return "", nil
+	}
+	return url, err
+}
+
+// CheckShortPolls fails when a queue's default receive wait is not 0. The
+// SDK never sends WaitTimeSeconds=0 (a zero value is left out), so on such a
+// queue every short poll of a higher band silently becomes a long poll and
+// priority order breaks. Long polls always name their wait explicitly.
+func (c *Client) CheckShortPolls(ctx context.Context, url string) error {
+	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameReceiveMessageWaitTimeSeconds}})
+	if err != nil {
+		return fault.Wrap(fault.Transport, err, "read attributes of %s", url)
+	}
+	if wait := out.Attributes[string(types.QueueAttributeNameReceiveMessageWaitTimeSeconds)]; wait != "" && wait != "0" {
+		return fault.New(fault.Config,
+			"queue %s has ReceiveMessageWaitTimeSeconds=%s; workers need 0 there (they choose each poll's wait themselves): "+
+				"set it to 0, or create the queue with `dagster-taskiq-go queue create`", url, wait)
+	}
+	return nil
+}
+
+// DeleteQueue deletes a physical queue.
+func (c *Client) DeleteQueue(ctx context.Context, url string) error {
+	_, err := c.api.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(url)})
+	return fault.Wrap(fault.Transport, err, "delete queue %s", url)
+}
+
+// ListQueues lists the URLs of the queues whose names start with prefix.
+func (c *Client) ListQueues(ctx context.Context, prefix string) ([]string, error) {
+	var urls []string
+	p := sqs.NewListQueuesPaginator(c.api, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fault.Wrap(fault.Transport, err, "list queues %q", prefix)
+		}
+		urls = append(urls, page.QueueUrls...)
+	}
+	return urls, nil
+}
+
+// ReceiveCount is how many times SQS has delivered a message.
+func ReceiveCount(m types.Message) int {
+	n, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	return n
 }

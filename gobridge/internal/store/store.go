@@ -265,3 +265,16 @@ func (s *Store) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
 	}
 	return out, nil
 }
+
+// GetClaim reads a task's claim; a missing claim is a not_found error.
+func (s *Store) GetClaim(ctx context.Context, id string) (Claim, error) {
+	var c Claim
+	data, err := s.Get(ctx, s.claimKey(id))
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, fault.Wrap(fault.Payload, err, "claim of %s is corrupt", id)
+	}
+	return c, nil
+}

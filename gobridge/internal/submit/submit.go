@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/control"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
@@ -67,6 +68,14 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 		return Result{}, err
 	}
 	band := q.Layout.Band(route.Priority)
+	urls := q.URLs
+	if req.Kind.IsRun() {
+		if q.RunURLs == nil {
+			return Result{}, fault.New(fault.Config,
+				"queue_url names one queue for steps; runs need named queues: unset queue_url in the run launcher's config")
+		}
+		urls = q.RunURLs
+	}
 	env := envelope.Envelope{
 		Version: envelope.Version, Kind: req.Kind,
 		TaskID: envelope.TaskID(req.Kind, req.RunID, req.StepKey, req.Attempt),
@@ -74,7 +83,7 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 		Queue: route.Queue, Band: band, SentAt: time.Now().UTC(), Args: req.Args,
 	}
 	res := Result{TaskID: env.TaskID, Queue: route.Queue, Priority: route.Priority, Band: band,
-		QueueURL: q.URLs[band], Warnings: route.Warnings}
+		QueueURL: urls[band], Warnings: route.Warnings}
 	if len(req.Args) > t.Config.Source.PayloadThresholdBytes {
 		env.ArgsKey, env.Args = t.Store.PayloadKey(env.TaskID), ""
 		if err := t.Store.Put(ctx, env.ArgsKey, []byte(req.Args)); err != nil {
@@ -120,6 +129,9 @@ type CancelResult struct {
 	// Requested is true when the cancel changed something: a queued task will
 	// never start, or its worker was asked to stop it.
 	Requested bool `json:"requested"`
+	// Worker holds the task's claim; Ordered says the order reached its control queue.
+	Worker  string `json:"worker,omitempty"`
+	Ordered bool   `json:"ordered,omitempty"`
 }
 
 // Cancel stops a task. It writes the cancel marker first and reads the claim
@@ -147,6 +159,30 @@ func Cancel(ctx context.Context, t *transport.Transport, taskID string) (CancelR
 		if err := t.Store.PutTask(ctx, rec); err != nil {
 			return CancelResult{}, err
 		}
+		return CancelResult{TaskID: taskID, State: rec.State, Requested: true}, nil
 	}
-	return CancelResult{TaskID: taskID, State: rec.State, Requested: true}, nil
+	// Running (or about to): tell its worker now; the marker covers a lost order.
+	res := CancelResult{TaskID: taskID, State: rec.State, Requested: true}
+	if claim, err := t.Store.GetClaim(ctx, taskID); err == nil {
+		res.Worker = claim.WorkerID
+		res.Ordered = Order(ctx, t, claim.WorkerID, control.Order{Op: control.OpCancel, TaskID: taskID}) == nil
+	}
+	return res, nil
+}
+
+// Order sends a control order to a worker's control queue. A worker without
+// one (gone, or never started) is a not_found error.
+func Order(ctx context.Context, t *transport.Transport, workerID string, o control.Order) error {
+	url, err := t.Queues.ControlURL(ctx, workerID)
+	if err != nil {
+		return err
+	}
+	if url == "" {
+		return fault.New(fault.NotFound, "worker %s has no control queue: it is not running", workerID)
+	}
+	key, err := signingKey()
+	if err != nil {
+		return err
+	}
+	return control.Send(ctx, t.Queues, url, key, o)
 }

@@ -16,6 +16,8 @@ import (
 // Defaults of the worker options.
 const (
 	ConcurrencyDefault        = 1
+	RunConcurrencyDefault     = 1
+	AntiStarvationDefault     = 10
 	PollWaitSecondsDefault    = 20
 	HeartbeatSecondsDefault   = 5
 	GracePeriodSecondsDefault = 30
@@ -27,6 +29,12 @@ type Options struct {
 	Queues []string `json:"queues"`
 	// Concurrency is the number of step slots. Default 1.
 	Concurrency int `json:"concurrency"`
+	// RunConcurrency is the number of run slots, a pool apart from the step
+	// slots so that runs cannot starve their own steps. 0 takes no runs. Default 1.
+	RunConcurrency int `json:"run_concurrency"`
+	// AntiStarvationWeight: after this many tasks in a row from a queue's top
+	// band, a lower band is polled first once. 0 means strict priority. Default 10.
+	AntiStarvationWeight int `json:"anti_starvation_weight"`
 	// Name prefixes the worker id. Default: the host name.
 	Name string `json:"name"`
 	// PollWaitSeconds is the SQS long-poll wait (1..20). Default 20.
@@ -42,7 +50,7 @@ type Options struct {
 	InsecureNoSigning bool `json:"insecure_no_signing"`
 }
 
-var optionKeys = []string{"queues", "concurrency", "name", "poll_wait_seconds", "heartbeat_seconds",
+var optionKeys = []string{"queues", "concurrency", "run_concurrency", "anti_starvation_weight", "name", "poll_wait_seconds", "heartbeat_seconds",
 	"grace_period_seconds", "python", "insecure_no_signing"}
 
 // ParseOptions decodes and validates worker options.
@@ -59,6 +67,13 @@ func ParseOptions(data []byte) (Options, error) {
 	var o Options
 	if err := json.Unmarshal(data, &o); err != nil {
 		return Options{}, fault.Wrap(fault.Config, err, "worker options")
+	}
+	// Zero is meaningful for these two, so only an absent key takes the default.
+	if _, ok := raw["run_concurrency"]; !ok {
+		o.RunConcurrency = RunConcurrencyDefault
+	}
+	if _, ok := raw["anti_starvation_weight"]; !ok {
+		o.AntiStarvationWeight = AntiStarvationDefault
 	}
 	o = o.WithDefaults()
 	if err := o.validate(); err != nil {
@@ -91,6 +106,12 @@ func (o Options) validate() error {
 	}
 	if o.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency: %d must be at least 1", o.Concurrency))
+	}
+	if o.RunConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("--run-concurrency: %d must be at least 0", o.RunConcurrency))
+	}
+	if o.AntiStarvationWeight < 0 {
+		errs = append(errs, fmt.Errorf("--anti-starvation-weight: %d must be at least 0", o.AntiStarvationWeight))
 	}
 	if o.PollWaitSeconds < 1 || o.PollWaitSeconds > 20 {
 		errs = append(errs, fmt.Errorf("--poll-wait: %d is outside 1..20 seconds", o.PollWaitSeconds))

@@ -16,13 +16,15 @@ func TestParseOptionsDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Options{
 		Queues: []string{"dagster"}, Python: "/venv/bin/python", Name: host,
-		Concurrency: ConcurrencyDefault, PollWaitSeconds: PollWaitSecondsDefault,
+		Concurrency: ConcurrencyDefault, RunConcurrency: RunConcurrencyDefault,
+		AntiStarvationWeight: AntiStarvationDefault, PollWaitSeconds: PollWaitSecondsDefault,
 		HeartbeatSeconds: HeartbeatSecondsDefault, GracePeriodSeconds: GracePeriodSecondsDefault,
 	}, o)
 }
 
 func TestParseOptionsExplicit(t *testing.T) {
 	o, err := ParseOptions([]byte(`{"queues": ["a", "b_2"], "concurrency": 4, "name": "w", "poll_wait_seconds": 20,
+		"run_concurrency": 0, "anti_starvation_weight": 0,
 		"heartbeat_seconds": 1, "grace_period_seconds": 1, "python": "py", "insecure_no_signing": true}`))
 	require.NoError(t, err)
 	require.Equal(t, Options{Queues: []string{"a", "b_2"}, Concurrency: 4, Name: "w", PollWaitSeconds: 20,
@@ -49,6 +51,8 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"poll wait low", `{"queues": ["a"], "python": "py", "poll_wait_seconds": -1}`, []string{"--poll-wait: -1"}},
 		{"heartbeat", `{"queues": ["a"], "python": "py", "heartbeat_seconds": -5}`, []string{"--heartbeat-interval: -5"}},
 		{"grace", `{"queues": ["a"], "python": "py", "grace_period_seconds": -1}`, []string{"--grace-period: -1"}},
+		{"run slots", `{"queues": ["a"], "python": "py", "run_concurrency": -1}`, []string{"--run-concurrency: -1"}},
+		{"weight", `{"queues": ["a"], "python": "py", "anti_starvation_weight": -3}`, []string{"--anti-starvation-weight: -3"}},
 		{"no python", `{"queues": ["a"]}`, []string{"python: the interpreter"}},
 		{"every problem at once", `{"concurrency": -2, "poll_wait_seconds": 30}`,
 			[]string{"--queue", "--concurrency: -2", "--poll-wait: 30", "python"}},

@@ -10,8 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,7 +56,11 @@ type Worker struct {
 	log    *slog.Logger
 	output io.Writer
 
-	slots chan struct{} // step slots: a token is held from before receive to task end
+	stepSlots chan struct{} // a token is held from before a receive to the task's end
+	runSlots  chan struct{}
+	running   sync.Map // task id → *runningTask
+	registry  registry
+	orders    orders
 
 	fetchCtx  context.Context // canceled to stop receiving
 	stopFetch context.CancelFunc
@@ -66,8 +71,28 @@ type Worker struct {
 	done      chan struct{}
 	stopOnce  sync.Once
 	tasksRun  atomic.Int64
-	fatalErr  error
 }
+
+// runningTask is a task whose child process runs; cancel stops it.
+type runningTask struct {
+	once sync.Once
+	stop chan struct{}
+	// why is set before stop closes: canceled by a user, or lease taken over.
+	why atomic.Value
+}
+
+func newRunningTask() *runningTask { return &runningTask{stop: make(chan struct{})} }
+
+func (t *runningTask) end(why string) {
+	t.once.Do(func() { t.why.Store(why); close(t.stop) })
+}
+
+func (t *runningTask) cancel() { t.end(whyCanceled) }
+
+const (
+	whyCanceled = "canceled"
+	whyLost     = "lease taken over"
+)
 
 // New validates the signing setup and builds a worker; it does not start it.
 func New(opts Options, tr *transport.Transport, log *slog.Logger, output io.Writer) (*Worker, error) {
@@ -85,34 +110,55 @@ func New(opts Options, tr *transport.Transport, log *slog.Logger, output io.Writ
 	id := opts.Name + "-" + hex.EncodeToString(suffix)
 	return &Worker{
 		opts: opts, tr: tr, key: key, id: id, host: host, output: output,
-		log:   log.With("worker_id", id),
-		slots: make(chan struct{}, opts.Concurrency),
-		done:  make(chan struct{}),
+		log:       log.With("worker_id", id),
+		stepSlots: make(chan struct{}, opts.Concurrency),
+		runSlots:  make(chan struct{}, opts.RunConcurrency),
+		done:      make(chan struct{}),
 	}, nil
 }
 
 // ID is the worker's unique id.
 func (w *Worker) ID() string { return w.id }
 
-// Start resolves the queues and starts one receiver per queue.
+// Start resolves the queues, registers the worker, opens its control queue
+// and starts one receiver per queue and slot pool.
 func (w *Worker) Start(ctx context.Context) error {
-	urls := make(map[string]string, len(w.opts.Queues))
-	for _, q := range w.opts.Queues {
-		url, err := w.tr.QueueURL(ctx, q)
+	var receivers []*receiver
+	for _, name := range w.opts.Queues {
+		q, err := w.tr.Queue(ctx, name)
 		if err != nil {
 			return err
 		}
-		urls[q] = url
+		for _, url := range append(slices.Collect(maps.Values(q.URLs)), slices.Collect(maps.Values(q.RunURLs))...) {
+			if err := w.tr.Queues.CheckShortPolls(ctx, url); err != nil {
+				return err
+			}
+		}
+		if q.DLQ == "" {
+			w.log.Warn("queue has no dead-letter queue: poison messages will be logged and left for their visibility timeout", "queue", name)
+		}
+		receivers = append(receivers, &receiver{w: w, queue: q, urls: q.URLs, slots: w.stepSlots})
+		if w.opts.RunConcurrency > 0 && q.RunURLs != nil {
+			receivers = append(receivers, &receiver{w: w, queue: q, urls: q.RunURLs, slots: w.runSlots, runs: true})
+		}
 	}
 	w.fetchCtx, w.stopFetch = context.WithCancel(context.Background())
 	w.workCtx, w.stopWork = context.WithCancel(context.Background())
-	for q, url := range urls {
-		w.receivers.Go(func() { w.receive(q, url) })
+	w.orders.w, w.registry.w = w, w
+	if err := w.orders.start(ctx); err != nil {
+		return err
 	}
-	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency, "signing", w.key != nil)
+	w.registry.start()
+	for _, r := range receivers {
+		w.receivers.Go(r.loop)
+	}
+	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency,
+		"run_concurrency", w.opts.RunConcurrency, "signing", w.key != nil)
 	go func() {
 		w.receivers.Wait()
 		w.tasks.Wait()
+		w.registry.close()
+		w.orders.close()
 		w.log.Info("worker stopped", "tasks_run", w.tasksRun.Load())
 		close(w.done)
 	}()
@@ -158,62 +204,30 @@ func (w *Worker) Summary() Summary {
 	return Summary{WorkerID: w.id, TasksRun: w.tasksRun.Load()}
 }
 
-// receive takes a slot, then long-polls for one message, so a message is only
-// ever received by a worker able to start it.
-func (w *Worker) receive(queue, url string) {
-	backoff := time.Second
-	for {
-		select {
-		case w.slots <- struct{}{}:
-		case <-w.fetchCtx.Done():
-			return
-		}
-		msgs, err := w.tr.Queues.Receive(w.fetchCtx, url, 1, w.opts.PollWaitSeconds)
-		if err != nil {
-			<-w.slots
-			if w.fetchCtx.Err() != nil {
-				return
-			}
-			w.log.Warn("receive failed; retrying", "queue", queue, "error", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff + rand.N(backoff/2)):
-			case <-w.fetchCtx.Done():
-				return
-			}
-			backoff = min(backoff*2, 30*time.Second)
-			continue
-		}
-		backoff = time.Second
-		if len(msgs) == 0 {
-			<-w.slots
-			continue
-		}
-		w.tasks.Go(func() {
-			defer func() { <-w.slots }()
-			w.handle(queue, url, msgs[0])
-		})
-	}
-}
-
 // handle takes one received message from verification to its final record.
-func (w *Worker) handle(queue, url string, m types.Message) {
+func (w *Worker) handle(q *sqsx.Queue, url string, m types.Message) {
 	ctx, cancel := w.writeCtx()
 	defer cancel()
 	body := []byte(aws.ToString(m.Body))
-	log := w.log.With("queue", queue, "message_id", aws.ToString(m.MessageId))
+	log := w.log.With("queue", q.Name)
 
 	if !w.opts.InsecureNoSigning && !envelope.Verify(w.key, body, sqsx.Attr(m, submit.AttrSignature)) {
 		// The task id attribute is as unauthenticated as the body: it names
 		// the message in the DLQ, but must not fail that task's record.
-		w.deadLetter(ctx, log, queue, url, m, sqsx.Attr(m, submit.AttrTaskID), false, "missing or invalid signature")
+		w.deadLetter(ctx, log, q, url, m, sqsx.Attr(m, submit.AttrTaskID), false, "missing or invalid signature")
 		return
 	}
 	env, err := envelope.Decode(body)
 	if err != nil {
-		w.deadLetter(ctx, log, queue, url, m, env.TaskID, true, err.Error())
+		w.deadLetter(ctx, log, q, url, m, env.TaskID, true, err.Error())
 		return
 	}
-	log = log.With("task_id", env.TaskID, "run_id", env.RunID, "step_key", env.StepKey, "kind", env.Kind)
+	log = log.With("task_id", env.TaskID, "kind", env.Kind)
+	if n := sqsx.ReceiveCount(m); n >= sqsx.MaxReceiveCountDefault-1 {
+		// Take it out before SQS's own redrive does it silently.
+		w.deadLetter(ctx, log, q, url, m, env.TaskID, true, fmt.Sprintf("received %d times without being run", n))
+		return
+	}
 	if w.fetchCtx.Err() != nil {
 		// Stopping before the claim: hand the message back untouched.
 		if err := w.tr.Queues.Release(ctx, url, aws.ToString(m.ReceiptHandle)); err != nil {
@@ -263,12 +277,13 @@ func (w *Worker) handle(queue, url string, m types.Message) {
 	w.run(log, rec, env, args)
 }
 
-// run executes the child, keeps its lease fresh and watches for a cancel.
+// run executes the child, keeps its lease fresh and watches for a cancel
+// (control queue or marker) and for its lease being taken over.
 func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, args string) {
 	heartbeat := time.Duration(w.opts.HeartbeatSeconds) * time.Second
-	stop := make(chan struct{})
-	var stopOnce sync.Once
-	canceledByUser := atomic.Bool{}
+	task := newRunningTask()
+	w.running.Store(env.TaskID, task)
+	defer w.running.Delete(env.TaskID)
 	started := time.Now()
 
 	var hb sync.WaitGroup
@@ -292,17 +307,7 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 					return
 				case <-ticker.C:
 				}
-				hbCtx, hbCancel := context.WithTimeout(context.Background(), heartbeat)
-				if c, err := w.tr.Store.IsCanceled(hbCtx, rec.TaskID); err == nil && c {
-					log.Info("cancel requested: terminating task")
-					canceledByUser.Store(true)
-					stopOnce.Do(func() { close(stop) })
-				}
-				rec.LeaseUntil = ptr(time.Now().UTC().Add(3 * heartbeat))
-				if err := w.tr.Store.PutTask(hbCtx, rec); err != nil {
-					log.Warn("lease renewal failed", "error", err)
-				}
-				hbCancel()
+				w.heartbeat(log, task, &rec, heartbeat)
 			}
 		})
 	}
@@ -314,16 +319,22 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 			"DAGSTER_TASKIQ_QUEUE=" + env.Queue,
 		},
 		Grace: time.Duration(w.opts.GracePeriodSeconds) * time.Second, Output: w.output,
-	}, stop, onStart)
+	}, task.stop, onStart)
 	close(hbDone)
 	hb.Wait()
 	w.tasksRun.Add(1)
 
+	why, _ := task.why.Load().(string)
+	if why == whyLost {
+		// Dagster owns recovery now (the record says FAILED, worker lost); writing would undo that.
+		log.Warn("task stopped: its lease was taken over while this worker was unreachable")
+		return
+	}
 	state, reason := store.Success, ""
 	switch {
 	case err != nil:
 		state, reason = store.Failed, "could not run the task: "+err.Error()
-	case canceledByUser.Load():
+	case why == whyCanceled:
 		state, reason = store.Canceled, "canceled while running"
 	case res.Signaled:
 		state, reason = store.Failed, "worker shut down while the task ran"
@@ -340,7 +351,29 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 	defer cancel()
 	w.finish(ctx, log, rec, state, code, reason)
 	if code != nil {
-		log.Info("task finished", "state", state, "exit_code", *code, "duration", time.Since(started).Round(time.Millisecond))
+		log.Info("task finished", "state", state, "run_id", env.RunID, "step_key", env.StepKey, "exit_code", *code,
+			"duration", time.Since(started).Round(time.Millisecond))
+	}
+}
+
+// heartbeat renews the lease, unless the record shows the lease was taken
+// over (health checks judged this worker lost), and polls the cancel marker,
+// the fallback for a cancel order that did not arrive by the control queue.
+func (w *Worker) heartbeat(log *slog.Logger, task *runningTask, rec *store.Record, interval time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), interval)
+	defer cancel()
+	if current, err := w.tr.Store.GetTask(ctx, rec.TaskID); err == nil &&
+		(current.State != store.Running || current.WorkerID != w.id) {
+		log.Warn("lease taken over: stopping the task", "record_state", current.State, "reason", current.Reason)
+		task.end(whyLost)
+		return
+	}
+	if c, err := w.tr.Store.IsCanceled(ctx, rec.TaskID); err == nil && c {
+		task.cancel()
+	}
+	rec.LeaseUntil = ptr(time.Now().UTC().Add(3 * interval))
+	if err := w.tr.Store.PutTask(ctx, *rec); err != nil {
+		log.Warn("lease renewal failed", "error", err)
 	}
 }
 
@@ -359,15 +392,15 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, rec store.Record,
 // the message is authentic (signed, or signing is off) and names a task, that
 // task's QUEUED record becomes FAILED; an unauthenticated task id only labels
 // the message, or anyone able to send to the queue could fail any queued task.
-func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, queue, url string, m types.Message, taskID string, authentic bool, reason string) {
+func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, q *sqsx.Queue, url string, m types.Message, taskID string, authentic bool, reason string) {
 	log.Error("dead-lettering message", "task_id", taskID, "reason", reason)
-	dlq, err := w.tr.Queues.DLQURL(ctx, queue)
-	if err == nil {
+	err := fault.New(fault.NotFound, "queue %q has no dead-letter queue", q.Name)
+	if q.DLQ != "" {
 		attrs := map[string]string{"dagster_taskiq_dead_letter_reason": reason}
 		if taskID != "" {
 			attrs[submit.AttrTaskID] = taskID
 		}
-		_, err = w.tr.Queues.Send(ctx, dlq, aws.ToString(m.Body), attrs)
+		_, err = w.tr.Queues.Send(ctx, q.DLQ, aws.ToString(m.Body), attrs)
 	}
 	if err != nil {
 		log.Error("could not move message to the dead-letter queue; leaving it for redrive", "error", err)
