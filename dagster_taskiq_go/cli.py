@@ -76,6 +76,20 @@ def worker():
     help="Queue to serve (repeatable).",
 )
 @click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Step slots.")
+@click.option(
+    "--run-concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Run slots (TaskiqRunLauncher runs), a pool apart from step slots; 0 takes no runs.",
+)
+@click.option(
+    "--anti-starvation-weight",
+    type=int,
+    default=10,
+    show_default=True,
+    help="After this many tasks in a row from the top band, poll a lower band first once; 0 is strict priority.",
+)
 @click.option("-n", "--name", default="", help="Worker name (default: the host name); a unique suffix is added.")
 @click.option("--poll-wait", type=int, default=20, show_default=True, help="SQS long-poll wait, seconds (1-20).")
 @click.option(
@@ -100,7 +114,17 @@ def worker():
 @click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @transport_options
 def worker_start(
-    core_config, queues, concurrency, name, poll_wait, heartbeat_interval, grace_period, insecure_no_signing, log_level
+    core_config,
+    queues,
+    concurrency,
+    run_concurrency,
+    anti_starvation_weight,
+    name,
+    poll_wait,
+    heartbeat_interval,
+    grace_period,
+    insecure_no_signing,
+    log_level,
 ):
     """Start a worker that runs tasks from QUEUEs until SIGINT/SIGTERM (a second signal stops at once)."""
     from dagster_taskiq_go._pyshim import call
@@ -109,6 +133,8 @@ def worker_start(
     options = {
         "queues": list(queues),
         "concurrency": concurrency,
+        "run_concurrency": run_concurrency,
+        "anti_starvation_weight": anti_starvation_weight,
         "name": name,
         "poll_wait_seconds": poll_wait,
         "heartbeat_seconds": heartbeat_interval,
@@ -190,6 +216,18 @@ def worker_status(core_config, name):
             click.echo(f"  running {task_id}")
 
 
+@worker.command("terminate")
+@click.argument("name", required=False)
+@click.option("-a", "--all", "all_workers", is_flag=True, help="Terminate every live worker.")
+@transport_options
+def worker_terminate(core_config, name, all_workers):
+    """Stop worker NAME (or every worker whose id starts with NAME) gracefully, through its control queue."""
+    if not name and not all_workers:
+        raise click.UsageError("name a worker, or pass --all")
+    for worker_id in _call_json("WorkerTerminate", core_config, name or "", all_workers):
+        click.echo(f"asked {worker_id} to stop")
+
+
 @main.group()
 def queue():
     """Create and inspect queues."""
@@ -222,7 +260,10 @@ def queue_stats(core_config, names):
         stats = _call_json("QueueStats", core_config, name)
         click.echo(f"{name}:")
         for band in stats["bands"]:
-            click.echo(f"  band {band['band']:<7} visible {band['visible']:<6} in flight {band['in_flight']}")
+            click.echo(
+                f"  band {band['band']:<7} steps: visible {band['visible']:<5} in flight {band['in_flight']:<5}"
+                f" runs: visible {band['runs_visible']:<5} in flight {band['runs_in_flight']}"
+            )
         dead = stats["dead_letters"]
         click.echo(f"  dead letters {'(no dead-letter queue)' if dead is None else dead}")
         click.echo(f"  live workers {', '.join(stats['live_workers']) or 'none: tasks here will wait'}")

@@ -66,10 +66,5 @@ def core_config_json(config: Mapping[str, Any]) -> str:
     core = {k: config[k] for k in CORE_KEYS if config.get(k) is not None}
     if "config_source" in core:
         core["config_source"] = {k: _resolve_env(v) for k, v in core["config_source"].items()}
-    normalized = call_json("ValidateConfig", json.dumps(core, sort_keys=True))
-    return json.dumps(_to_input(normalized), sort_keys=True)
-
-
-def _to_input(normalized: Mapping[str, Any]) -> dict[str, Any]:
-    """Drops empty values so the JSON round-trips through Parse unchanged."""
-    return {k: v for k, v in normalized.items() if v not in ("", None, {})}
+    # The normalized form parses back to itself: every later call hands Go the same string.
+    return json.dumps(call_json("ValidateConfig", json.dumps(core, sort_keys=True)), sort_keys=True)

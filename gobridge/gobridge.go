@@ -175,6 +175,8 @@ func QueueStats(configJSON, queue string) (string, error) {
 		type bandStats struct {
 			Band string `json:"band"`
 			sqsx.Counts
+			RunsVisible  int `json:"runs_visible"`
+			RunsInFlight int `json:"runs_in_flight"`
 		}
 		stats := struct {
 			Queue   string      `json:"queue"`
@@ -187,7 +189,15 @@ func QueueStats(configJSON, queue string) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			stats.Bands = append(stats.Bands, bandStats{Band: band, Counts: counts})
+			stat := bandStats{Band: band, Counts: counts}
+			if url, ok := q.RunURLs[band]; ok {
+				runs, err := t.Queues.Count(ctx, url)
+				if err != nil {
+					return "", err
+				}
+				stat.RunsVisible, stat.RunsInFlight = runs.Visible, runs.InFlight
+			}
+			stats.Bands = append(stats.Bands, stat)
 		}
 		if q.DLQ != "" {
 			counts, err := t.Queues.Count(ctx, q.DLQ)
@@ -226,15 +236,17 @@ func QueuePurge(configJSON, queue string) (int, error) {
 			return 0, err
 		}
 		purged := 0
-		for _, band := range q.Layout {
-			counts, err := t.Queues.Count(ctx, q.URLs[band])
-			if err != nil {
-				return 0, err
+		for _, urls := range []map[string]string{q.URLs, q.RunURLs} {
+			for _, url := range urls {
+				counts, err := t.Queues.Count(ctx, url)
+				if err != nil {
+					return 0, err
+				}
+				if err := t.Queues.Purge(ctx, url); err != nil {
+					return 0, err
+				}
+				purged += counts.Visible
 			}
-			if err := t.Queues.Purge(ctx, q.URLs[band]); err != nil {
-				return 0, err
-			}
-			purged += counts.Visible
 		}
 		return purged, nil
 	})

@@ -93,7 +93,8 @@ func Parse(data []byte) (Config, error) {
 			errs = append(errs, unknownKey("", key, sharedKeys))
 		}
 	}
-	var c Config
+	// Defaults first, then what was given: an explicit value, even 0 or "", is judged by validate.
+	c := Config{}.WithDefaults()
 	for _, key := range sharedKeys {
 		v, ok := raw[key]
 		if !ok || bytes.Equal(v, []byte("null")) {
@@ -107,7 +108,7 @@ func Parse(data []byte) (Config, error) {
 			errs = append(errs, fmt.Errorf("key %q: expected %s, got %s", key, kindOf(c.field(key)), v))
 		}
 	}
-	c = c.WithDefaults()
+	c.S3Prefix = strings.Trim(c.S3Prefix, "/")
 	errs = append(errs, c.validate())
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fault.Wrap(fault.Config, err, "invalid configuration")
@@ -184,6 +185,9 @@ func (c Config) validate() error {
 	var errs []error
 	if c.S3Bucket == "" {
 		errs = append(errs, errors.New(`key "s3_bucket" is required: the bucket that holds task records and large payloads`))
+	}
+	if c.S3Prefix == "" {
+		errs = append(errs, errors.New(`key "s3_prefix" must not be empty: everything is written under it`))
 	}
 	if c.QueuePrefix != "" && !queueNameRe.MatchString(c.QueuePrefix) {
 		errs = append(errs, fmt.Errorf("key \"queue_prefix\": %q may hold only letters, digits, '-' and '_'", c.QueuePrefix))

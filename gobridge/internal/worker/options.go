@@ -64,18 +64,14 @@ func ParseOptions(data []byte) (Options, error) {
 			return Options{}, fault.New(fault.Config, "unknown worker option %q; valid options: %s", key, strings.Join(optionKeys, ", "))
 		}
 	}
-	var o Options
+	// Defaults first, then what was given: an explicit 0 stays 0 and is judged by validate.
+	o := Options{RunConcurrency: RunConcurrencyDefault, AntiStarvationWeight: AntiStarvationDefault}.WithDefaults()
 	if err := json.Unmarshal(data, &o); err != nil {
 		return Options{}, fault.Wrap(fault.Config, err, "worker options")
 	}
-	// Zero is meaningful for these two, so only an absent key takes the default.
-	if _, ok := raw["run_concurrency"]; !ok {
-		o.RunConcurrency = RunConcurrencyDefault
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
 	}
-	if _, ok := raw["anti_starvation_weight"]; !ok {
-		o.AntiStarvationWeight = AntiStarvationDefault
-	}
-	o = o.WithDefaults()
 	if err := o.validate(); err != nil {
 		return Options{}, fault.Wrap(fault.Config, err, "invalid worker options")
 	}

@@ -47,6 +47,8 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"bad queue name", `{"queues": ["a b"], "python": "py"}`, []string{"--queue", `"a b"`}},
 		{"reserved queue suffix", `{"queues": ["a-dlq"], "python": "py"}`, []string{"--queue", `"a-dlq"`}},
 		{"concurrency", `{"queues": ["a"], "python": "py", "concurrency": -1}`, []string{"--concurrency: -1"}},
+		{"explicit zero is not the default", `{"queues": ["a"], "python": "py", "concurrency": 0}`, []string{"--concurrency: 0"}},
+		{"zero poll wait", `{"queues": ["a"], "python": "py", "poll_wait_seconds": 0}`, []string{"--poll-wait: 0"}},
 		{"poll wait high", `{"queues": ["a"], "python": "py", "poll_wait_seconds": 21}`, []string{"--poll-wait: 21"}},
 		{"poll wait low", `{"queues": ["a"], "python": "py", "poll_wait_seconds": -1}`, []string{"--poll-wait: -1"}},
 		{"heartbeat", `{"queues": ["a"], "python": "py", "heartbeat_seconds": -5}`, []string{"--heartbeat-interval: -5"}},
