@@ -71,6 +71,11 @@ class TaskiqStepHandler(StepHandler):
         step_context = ctx.get_step_context(step_key)
         for warning in result["warnings"] or []:
             warn_once(step_context, warning)
+        if result["listeners"] == 0:
+            step_context.log.warning(
+                f'No live worker listens to queue {result["queue"]}: step "{step_key}" waits until one starts '
+                f"(dagster-taskiq-go worker start -q {result['queue']}), or fails after max_queue_wait_seconds."
+            )
         yield DagsterEvent.step_worker_starting(
             step_context,
             message=(

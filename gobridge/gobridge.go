@@ -74,6 +74,30 @@ func TaskStatus(configJSON, taskID string) (string, error) {
 	})
 }
 
+// CancelRun cancels every unfinished task of a run and returns the
+// submit.CancelResult of each. The executor calls it when a run ends
+// CANCELING, because Dagster skips terminate_step for runs it will resume.
+func CancelRun(configJSON, runID string) (string, error) {
+	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
+		records, err := t.Store.ListRunTasks(ctx, runID)
+		if err != nil {
+			return "", err
+		}
+		results := []submit.CancelResult{}
+		for _, rec := range records {
+			if rec.State != store.Queued && rec.State != store.Running {
+				continue
+			}
+			res, err := submit.Cancel(ctx, t, rec.TaskID)
+			if err != nil {
+				return "", err
+			}
+			results = append(results, res)
+		}
+		return toJSON(results)
+	})
+}
+
 // TaskHealth judges a task (see internal/health) and returns a health.Verdict
 // as JSON. A task without a record is NOT_FOUND. A RUNNING task whose lease
 // went stale is recorded FAILED ("worker lost") here, so that recovery belongs

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -277,4 +278,26 @@ func (s *Store) GetClaim(ctx context.Context, id string) (Claim, error) {
 		return c, fault.Wrap(fault.Payload, err, "claim of %s is corrupt", id)
 	}
 	return c, nil
+}
+
+// ListRunTasks reads the records of every task of a run.
+func (s *Store) ListRunTasks(ctx context.Context, runID string) ([]Record, error) {
+	var out []Record
+	prefix := s.prefix + "/tasks/" + runID + "/"
+	p := s3.NewListObjectsV2Paginator(s.api, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fault.Wrap(fault.Transport, err, "list s3://%s/%s", s.bucket, prefix)
+		}
+		for _, obj := range page.Contents {
+			id := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(obj.Key), s.prefix+"/tasks/"), ".json")
+			rec, err := s.GetTask(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		}
+	}
+	return out, nil
 }

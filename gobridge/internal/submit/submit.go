@@ -44,6 +44,9 @@ type Result struct {
 	MessageID string   `json:"message_id"`
 	Offloaded bool     `json:"payload_offloaded"`
 	Warnings  []string `json:"warnings"`
+	// Listeners counts the live workers listening to the queue (from a
+	// listing at most 15 s old); 0 means the task waits until one starts.
+	Listeners int `json:"listeners"`
 }
 
 // Submit records the task as QUEUED and sends its envelope.
@@ -105,6 +108,9 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 		attrs[AttrSignature] = envelope.Sign(key, body)
 	}
 	if res.MessageID, err = t.Queues.Send(ctx, res.QueueURL, string(body), attrs); err != nil {
+		return Result{}, err
+	}
+	if res.Listeners, err = t.Listeners(ctx, route.Queue); err != nil {
 		return Result{}, err
 	}
 	return res, nil

@@ -3,6 +3,9 @@ package transport
 
 import (
 	"context"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/awsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
@@ -16,6 +19,35 @@ type Transport struct {
 	Config config.Config
 	Queues *sqsx.Client
 	Store  *store.Store
+
+	workersMu   sync.Mutex
+	workers     []store.WorkerRecord
+	workersRead time.Time
+}
+
+// workersTTL bounds how stale the worker list behind Listeners may be: one
+// listing per this interval, however many steps a run launches.
+const workersTTL = 15 * time.Second
+
+// Listeners counts the live workers that listen to a queue.
+func (t *Transport) Listeners(ctx context.Context, queue string) (int, error) {
+	t.workersMu.Lock()
+	defer t.workersMu.Unlock()
+	now := time.Now()
+	if now.Sub(t.workersRead) > workersTTL {
+		workers, err := t.Store.ListWorkers(ctx)
+		if err != nil {
+			return 0, err
+		}
+		t.workers, t.workersRead = workers, now
+	}
+	n := 0
+	for _, w := range t.workers {
+		if w.Live(now) && !w.Stopping && slices.Contains(w.Queues, queue) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Open builds the clients for cfg. It makes no network call.
