@@ -107,6 +107,12 @@ def worker():
     help="Seconds a task may run after SIGTERM (and a graceful stop waits) before SIGKILL.",
 )
 @click.option(
+    "--python",
+    "python",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Interpreter that runs tasks (default: this one); it needs dagster, your code and dagster-taskiq-go.",
+)
+@click.option(
     "--insecure-no-signing",
     is_flag=True,
     help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.",
@@ -123,6 +129,7 @@ def worker_start(
     poll_wait,
     heartbeat_interval,
     grace_period,
+    python,
     insecure_no_signing,
     log_level,
 ):
@@ -139,7 +146,7 @@ def worker_start(
         "poll_wait_seconds": poll_wait,
         "heartbeat_seconds": heartbeat_interval,
         "grace_period_seconds": grace_period,
-        "python": sys.executable,
+        "python": python or sys.executable,
         "insecure_no_signing": insecure_no_signing,
     }
     try:
