@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from dagster_taskiq_go.dev import free_port
+from dagster_taskiq_go.dev import free_port, start_worker, stop_process
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
@@ -31,23 +31,7 @@ class Worker:
 
     def __init__(self, name: str, queues: list[str], log_dir: str, concurrency: int = 2, extra: tuple = ()):
         self.log_path = os.path.join(log_dir, f"worker-{name}.log")
-        cmd = [
-            sys.executable,
-            "-m",
-            "dagster_taskiq_go",
-            "worker",
-            "start",
-            "--name",
-            name,
-            "--concurrency",
-            str(concurrency),
-            "--poll-wait",
-            "2",
-            *[a for q in queues for a in ("-q", q)],
-            *extra,
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = start_worker(name, queues, concurrency, self.log_path, ["--poll-wait", "2", *extra])
         wait_for(lambda: self.proc.poll() is not None or "worker started" in self.log(), 60, f"worker {name}")
         assert self.proc.poll() is None, self.log()
 
@@ -56,13 +40,15 @@ class Worker:
             return f.read()
 
     def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_process(self.proc, timeout)
+
+
+def dagster_home(tmp, dagster_yaml: str = "telemetry:\n  enabled: false\n") -> str:
+    """A DAGSTER_HOME under tmp holding dagster_yaml."""
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(dagster_yaml)
+    return str(home)
 
 
 class DagsterDev:
@@ -163,3 +149,45 @@ def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):
 
 def step_events(instance: DagsterInstance, run_id: str, event_type: DagsterEventType):
     return [r.event_log_entry for r in instance.get_records_for_run(run_id, of_type=event_type).records]
+
+
+LAUNCHER_DAGSTER_YAML = """
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+run_launcher:
+  module: dagster_taskiq_go
+  class: TaskiqRunLauncher
+  config:
+    s3_bucket: {env: DAGSTER_TASKIQ_S3_BUCKET}
+    endpoint_url: {env: DAGSTER_TASKIQ_ENDPOINT_URL}
+    queue_prefix: {env: DAGSTER_TASKIQ_QUEUE_PREFIX}
+"""
+
+
+def write_launcher_home(home: str, run_monitoring: dict | None = None) -> str:
+    """Creates a DAGSTER_HOME whose dagster.yaml uses TaskiqRunLauncher (transport from the environment)
+    and the QueuedRunCoordinator, with an optional run_monitoring block; returns the home."""
+    import yaml
+
+    os.makedirs(home, exist_ok=True)
+    text = LAUNCHER_DAGSTER_YAML
+    if run_monitoring is not None:
+        text += yaml.safe_dump({"run_monitoring": run_monitoring})
+    with open(os.path.join(home, "dagster.yaml"), "w") as f:
+        f.write(text)
+    return home
+
+
+def task_record(config: str, task_id: str) -> dict | None:
+    """A task's S3 record, or None while it has none (or the read failed)."""
+    from dagster_taskiq_go._pyshim import call_json
+
+    try:
+        return call_json("TaskStatus", config, task_id)
+    except Exception:
+        return None

@@ -10,7 +10,7 @@ from dagster._serdes import serialize_value
 from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.dev import step_workers
 
-from .stack import DagsterDev, Worker, create_queues, step_events, transport_env, wait_for, wait_for_run
+from .stack import DagsterDev, Worker, create_queues, dagster_home, step_events, transport_env, wait_for, wait_for_run
 
 JOBS = os.path.join(os.path.dirname(__file__), "..", "jobs", "executor_jobs.py")
 
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(moto_endpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("executor")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp)
     patch = pytest.MonkeyPatch()
     for name, value in transport_env(moto_endpoint, "executor").items():
         patch.setenv(name, value)
@@ -34,8 +32,8 @@ def stack(moto_endpoint, tmp_path_factory):
         "wb": Worker("wb", ["b", "r"], str(tmp), concurrency=1),
         "wp": Worker("wp", ["prio"], str(tmp), concurrency=1, extra=("--anti-starvation-weight", "0")),
     }
-    dev = DagsterDev(os.path.abspath(JOBS), str(home), str(tmp))
-    instance = DagsterInstance.from_config(str(home))
+    dev = DagsterDev(os.path.abspath(JOBS), home, str(tmp))
+    instance = DagsterInstance.from_config(home)
     try:
         yield dev, instance, workers, config, tmp
     finally:

@@ -9,7 +9,7 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.tags import RUN_QUEUE_TAG, TASK_ID_TAG
 
-from .stack import DagsterDev, Worker, create_queues, transport_env, wait_for, wait_for_run
+from .stack import DagsterDev, Worker, create_queues, dagster_home, transport_env, wait_for, wait_for_run
 
 JOBS = os.path.join(os.path.dirname(__file__), "..", "jobs", "launcher.py")
 DAGSTER_YAML = """
@@ -35,16 +35,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(moto_endpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("launcher")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    home = dagster_home(tmp, DAGSTER_YAML)
     patch = pytest.MonkeyPatch()
     for name, value in transport_env(moto_endpoint, "launcher").items():
         patch.setenv(name, value)
     config = create_queues(os.environ, "dagster", "idle")
     worker = Worker("runner", ["dagster"], str(tmp), extra=("--heartbeat-interval", "1", "--grace-period", "10"))
-    dev = DagsterDev(os.path.abspath(JOBS), str(home), str(tmp))
-    instance = DagsterInstance.from_config(str(home))
+    dev = DagsterDev(os.path.abspath(JOBS), home, str(tmp))
+    instance = DagsterInstance.from_config(home)
     try:
         yield dev, instance, worker, config, tmp
     finally:

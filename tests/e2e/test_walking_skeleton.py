@@ -8,7 +8,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from dagster_taskiq_go.dev import step_workers
 
-from .stack import DagsterDev, Worker, create_queues, step_events, transport_env, wait_for_run
+from .stack import DagsterDev, Worker, create_queues, dagster_home, step_events, transport_env, wait_for_run
 
 JOBS = os.path.join(os.path.dirname(__file__), "..", "jobs", "skeleton.py")
 
@@ -18,16 +18,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(moto_endpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("skeleton")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = dagster_home(tmp)
     patch = pytest.MonkeyPatch()
     for name, value in transport_env(moto_endpoint, "skeleton").items():
         patch.setenv(name, value)
     create_queues(os.environ, "dagster")
     workers = [Worker(name, ["dagster"], str(tmp)) for name in ("alpha", "beta")]
-    dev = DagsterDev(os.path.abspath(JOBS), str(home), str(tmp))
-    instance = DagsterInstance.from_config(str(home))
+    dev = DagsterDev(os.path.abspath(JOBS), home, str(tmp))
+    instance = DagsterInstance.from_config(home)
     try:
         yield dev, instance, workers
     finally:
