@@ -2,7 +2,7 @@ package worker
 
 import (
 	"context"
-	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -15,23 +15,38 @@ import (
 
 // receiver takes tasks for one slot pool from one logical queue's bands. It
 // holds a free slot before it asks SQS for anything, so a message is only
-// received by a worker able to start it at once.
+// received by a worker able to start it soon.
 //
 // With a slot in hand it short-polls the bands highest first, so a backlog
 // drains in priority order. When every band came back empty it long-polls all
 // bands at once instead: an arrival on any band wakes it, and an idle worker
-// costs one request per band per poll wait.
+// costs one request per band per poll wait. Those long polls are never
+// canceled early, because SQS may hand a message to a poll whose caller
+// already left, hiding it for the visibility timeout: a poll that returns a
+// message after another band's poll won keeps it pending for the next slot.
 type receiver struct {
-	w      *Worker
-	queue  *sqsx.Queue
-	urls   map[string]string // band → URL of this pool's family
-	slots  chan struct{}
-	runs   bool
-	streak int  // tasks taken in a row from the top band (anti-starvation)
-	idle   bool // the last cycle found every band empty
+	w       *Worker
+	queue   *sqsx.Queue
+	urls    map[string]string // band → URL of this pool's family
+	slots   chan struct{}
+	runs    bool
+	streak  int  // tasks taken in a row from the top band (anti-starvation)
+	idle    bool // the last cycle found every band empty
+	polling map[string]bool
+	results chan polled // long-poll outcomes, one in flight per band at most
+	pending []polled    // received, not yet handed to a slot
+}
+
+type polled struct {
+	band string
+	msgs []types.Message
+	err  error
 }
 
 func (r *receiver) loop() {
+	r.polling = map[string]bool{}
+	r.results = make(chan polled, len(r.queue.Layout))
+	defer r.handBack()
 	backoff := time.Second
 	for {
 		select {
@@ -68,8 +83,15 @@ func (r *receiver) loop() {
 
 // next returns one message and its band, or a nil message when none came.
 func (r *receiver) next(ctx context.Context) (string, *types.Message, error) {
-	if !r.idle {
+	r.collect()
+	if len(r.pending) > 0 || !r.idle {
 		for _, band := range r.order() {
+			if len(r.pending) > 0 && r.queue.Layout.Rank(band) >= r.queue.Layout.Rank(r.best()) {
+				break // nothing below a pending message's band can beat it
+			}
+			if r.polling[band] {
+				continue // its long poll will land what arrives there
+			}
 			msgs, err := r.w.tr.Queues.Receive(ctx, r.urls[band], 1, 0)
 			if err != nil {
 				return "", nil, err
@@ -80,12 +102,21 @@ func (r *receiver) next(ctx context.Context) (string, *types.Message, error) {
 			}
 		}
 	}
-	band, m, err := r.longPoll(ctx)
-	r.idle = err == nil && m == nil
-	if m != nil {
-		r.took(band)
+	if p, ok := r.takePending(); ok {
+		return p.band, &p.msgs[0], nil
 	}
-	return band, m, err
+	return r.longPoll(ctx)
+}
+
+// best is the highest band among pending messages.
+func (r *receiver) best() string {
+	best := r.pending[0].band
+	for _, p := range r.pending[1:] {
+		if r.queue.Layout.Rank(p.band) < r.queue.Layout.Rank(best) {
+			best = p.band
+		}
+	}
+	return best
 }
 
 // order is the short-poll order: highest band first, except that after
@@ -107,58 +138,85 @@ func (r *receiver) took(band string) {
 	}
 }
 
-// longPoll waits on every band at once and keeps the highest-band message.
-// Polls still out when the first message arrives are canceled; any other
-// message that did arrive is handed back at once (visibility 0).
+// longPoll waits on every band that has no poll in flight, and returns the
+// first message any band yields; the other polls run on.
 func (r *receiver) longPoll(ctx context.Context) (string, *types.Message, error) {
-	bands := r.queue.Layout
-	wait := r.w.opts.PollWaitSeconds
-	if len(bands) == 1 {
-		msgs, err := r.w.tr.Queues.Receive(ctx, r.urls[bands[0]], 1, wait)
-		if err != nil || len(msgs) == 0 {
-			return "", nil, err
+	for _, band := range r.queue.Layout {
+		if r.polling[band] {
+			continue
 		}
-		return bands[0], &msgs[0], nil
-	}
-	pollCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		band string
-		msgs []types.Message
-		err  error
-	}
-	results := make(chan result, len(bands))
-	for _, band := range bands {
+		r.polling[band] = true
 		go func() {
-			msgs, err := r.w.tr.Queues.Receive(pollCtx, r.urls[band], 1, wait)
-			results <- result{band, msgs, err}
+			msgs, err := r.w.tr.Queues.Receive(ctx, r.urls[band], 1, r.w.opts.PollWaitSeconds)
+			r.results <- polled{band, msgs, err}
 		}()
 	}
-	var got []result
 	var firstErr error
-	for range bands {
-		res := <-results
-		switch {
-		case len(res.msgs) > 0:
-			got = append(got, res)
-			cancel()
-		case res.err != nil && !errors.Is(res.err, context.Canceled) && firstErr == nil:
-			firstErr = res.err
-		}
-	}
-	if len(got) == 0 {
-		if ctx.Err() != nil {
+	for {
+		select {
+		case p := <-r.results:
+			r.land(p)
+			if p.err != nil && firstErr == nil && ctx.Err() == nil {
+				firstErr = p.err
+			}
+		case <-ctx.Done():
 			return "", nil, ctx.Err()
 		}
-		return "", nil, firstErr
+		if p, ok := r.takePending(); ok {
+			r.idle = false
+			return p.band, &p.msgs[0], nil
+		}
+		if !slices.Contains(slices.Collect(maps.Values(r.polling)), true) {
+			r.idle = firstErr == nil
+			return "", nil, firstErr
+		}
 	}
-	slices.SortFunc(got, func(a, b result) int { return r.queue.Layout.Rank(a.band) - r.queue.Layout.Rank(b.band) })
-	for _, extra := range got[1:] {
-		releaseCtx, releaseCancel := r.w.writeCtx()
-		if err := r.w.tr.Queues.Release(releaseCtx, r.urls[extra.band], aws.ToString(extra.msgs[0].ReceiptHandle)); err != nil {
+}
+
+// collect lands the polls that finished since the last look.
+func (r *receiver) collect() {
+	for {
+		select {
+		case p := <-r.results:
+			r.land(p)
+		default:
+			return
+		}
+	}
+}
+
+func (r *receiver) land(p polled) {
+	r.polling[p.band] = false
+	if len(p.msgs) > 0 {
+		r.pending = append(r.pending, p)
+	}
+}
+
+// takePending hands out the highest-band pending message.
+func (r *receiver) takePending() (polled, bool) {
+	if len(r.pending) == 0 {
+		return polled{}, false
+	}
+	slices.SortStableFunc(r.pending, func(a, b polled) int {
+		return r.queue.Layout.Rank(a.band) - r.queue.Layout.Rank(b.band)
+	})
+	p := r.pending[0]
+	r.pending = r.pending[1:]
+	r.took(p.band)
+	return p, true
+}
+
+// handBack makes received-but-unstarted messages visible again at shutdown,
+// once the polls still in flight have returned.
+func (r *receiver) handBack() {
+	for slices.Contains(slices.Collect(maps.Values(r.polling)), true) {
+		r.land(<-r.results)
+	}
+	for _, p := range r.pending {
+		ctx, cancel := r.w.writeCtx()
+		if err := r.w.tr.Queues.Release(ctx, r.urls[p.band], aws.ToString(p.msgs[0].ReceiptHandle)); err != nil {
 			r.w.log.Warn("could not hand back a message; it returns after its visibility timeout", "error", err)
 		}
-		releaseCancel()
+		cancel()
 	}
-	return got[0].band, &got[0].msgs[0], nil
 }
