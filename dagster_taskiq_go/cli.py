@@ -54,10 +54,16 @@ def _core_config(config: dict) -> str:
         raise click.UsageError(str(exc)) from None
 
 
-@click.group()
+# Every option can also come from the environment: DAGSTER_TASKIQ_<COMMAND>_<OPTION>, e.g.
+# DAGSTER_TASKIQ_WORKER_START_CONCURRENCY=4 (transport options use the shorter DAGSTER_TASKIQ_<OPTION>).
+@click.group(context_settings={"auto_envvar_prefix": "DAGSTER_TASKIQ", "show_default": True})
 @click.version_option(__version__, prog_name="dagster-taskiq-go")
 def main():
-    """Run Dagster steps and runs on worker fleets through AWS SQS."""
+    """Run Dagster steps and runs on worker fleets through AWS SQS.
+
+    Options can be set in the environment as DAGSTER_TASKIQ_<COMMAND>_<OPTION>, for example
+    DAGSTER_TASKIQ_WORKER_START_CONCURRENCY=4.
+    """
 
 
 @main.group()

@@ -125,3 +125,14 @@ def test_worker_start_refuses_to_run_without_a_key(env):
         env={k: v for k, v in env.items() if k != "DAGSTER_TASKIQ_SIGNING_KEY"},
     )
     assert result.returncode != 0 and "--insecure-no-signing" in result.stderr
+
+
+def test_worker_options_come_from_the_environment(env):
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster_taskiq_go", "worker", "start"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "DAGSTER_TASKIQ_WORKER_START_POLL_WAIT": "30"},
+    )
+    assert result.returncode == 2 and "--poll-wait: 30 is outside 1..20 seconds" in result.stderr, result.stderr
