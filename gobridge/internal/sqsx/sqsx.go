@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,36 @@ func (c *Client) Receive(ctx context.Context, url string, max, waitSeconds int) 
 func (c *Client) Delete(ctx context.Context, url, receipt string) error {
 	_, err := c.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: aws.String(receipt)})
 	return fault.Wrap(fault.Transport, err, "delete message from %s", url)
+}
+
+// MaxBatch is the most entries SQS takes in one batch call.
+const MaxBatch = 10
+
+// DeleteBatch removes up to MaxBatch received messages of one queue in one
+// call. errs[i] is nil when receipts[i] was deleted; when the call itself
+// fails, every entry carries its error.
+func (c *Client) DeleteBatch(ctx context.Context, url string, receipts []string) []error {
+	entries := make([]types.DeleteMessageBatchRequestEntry, len(receipts))
+	for i, r := range receipts {
+		entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(r)}
+	}
+	errs := make([]error, len(receipts))
+	out, err := c.api.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
+	if err != nil {
+		err = fault.Wrap(fault.Transport, err, "delete messages from %s", url)
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for _, f := range out.Failed {
+		if i := slices.IndexFunc(entries, func(e types.DeleteMessageBatchRequestEntry) bool {
+			return aws.ToString(e.Id) == aws.ToString(f.Id)
+		}); i >= 0 {
+			errs[i] = fault.New(fault.Transport, "delete message from %s: %s: %s", url, aws.ToString(f.Code), aws.ToString(f.Message))
+		}
+	}
+	return errs
 }
 
 // Release makes a received message visible again at once.

@@ -46,10 +46,18 @@ type Summary struct {
 	TasksRun int64  `json:"tasks_run"`
 }
 
+// claimer takes a task for a worker; false means another worker holds it.
+// store.Store is the one in use: tests put an atomic fake in its place,
+// since moto's conditional put, unlike S3's, is not atomic under concurrency.
+type claimer interface {
+	Claim(ctx context.Context, c store.Claim) (bool, error)
+}
+
 // Worker serves a set of queues.
 type Worker struct {
 	opts   Options
 	tr     *transport.Transport
+	claims claimer
 	key    []byte
 	id     string
 	host   string
@@ -61,6 +69,7 @@ type Worker struct {
 	running   sync.Map // task id → *runningTask
 	registry  registry
 	orders    orders
+	deletes   *deleter
 
 	fetchCtx  context.Context // canceled to stop receiving
 	stopFetch context.CancelFunc
@@ -109,7 +118,7 @@ func New(opts Options, tr *transport.Transport, log *slog.Logger, output io.Writ
 	_, _ = crand.Read(suffix)
 	id := opts.Name + "-" + hex.EncodeToString(suffix)
 	return &Worker{
-		opts: opts, tr: tr, key: key, id: id, host: host, output: output,
+		opts: opts, tr: tr, claims: tr.Store, key: key, id: id, host: host, output: output,
 		log:       log.With("worker_id", id),
 		stepSlots: make(chan struct{}, opts.Concurrency),
 		runSlots:  make(chan struct{}, opts.RunConcurrency),
@@ -149,6 +158,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.registry.start()
+	w.deletes = startDeleter(w.tr.Queues.DeleteBatch, deleteWindow)
 	for _, r := range receivers {
 		w.receivers.Go(r.loop)
 	}
@@ -157,6 +167,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	go func() {
 		w.receivers.Wait()
 		w.tasks.Wait()
+		w.deletes.close()
 		w.registry.close()
 		w.orders.close()
 		w.log.Info("worker stopped", "tasks_run", w.tasksRun.Load())
@@ -235,14 +246,14 @@ func (w *Worker) handle(q *sqsx.Queue, url string, m types.Message) {
 		}
 		return
 	}
-	claimed, err := w.tr.Store.Claim(ctx, store.Claim{TaskID: env.TaskID, WorkerID: w.id, ClaimedAt: time.Now().UTC()})
+	claimed, err := w.claims.Claim(ctx, store.Claim{TaskID: env.TaskID, WorkerID: w.id, ClaimedAt: time.Now().UTC()})
 	if err != nil {
 		log.Warn("claim failed; the message will be redelivered", "error", err)
 		return
 	}
 	if !claimed {
 		log.Info("duplicate delivery: task already claimed; deleting it unrun")
-		w.deleteMessage(ctx, log, url, m)
+		w.deletes.delete(log, url, aws.ToString(m.ReceiptHandle))
 		return
 	}
 	// Claim first, then the cancel marker: see submit.Cancel for the other half.
@@ -250,7 +261,7 @@ func (w *Worker) handle(q *sqsx.Queue, url string, m types.Message) {
 	if err != nil {
 		log.Warn("could not read cancel marker; running the task", "error", err)
 	}
-	w.deleteMessage(ctx, log, url, m)
+	w.deletes.delete(log, url, aws.ToString(m.ReceiptHandle))
 	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
 		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, QueuedAt: env.SentAt, WorkerID: w.id, Host: w.host}
 	if canceled {
@@ -411,13 +422,7 @@ func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, q *sqsx.Queue
 			w.finish(ctx, log, rec, store.Failed, nil, "dead-lettered: "+reason)
 		}
 	}
-	w.deleteMessage(ctx, log, url, m)
-}
-
-func (w *Worker) deleteMessage(ctx context.Context, log *slog.Logger, url string, m types.Message) {
-	if err := w.tr.Queues.Delete(ctx, url, aws.ToString(m.ReceiptHandle)); err != nil {
-		log.Warn("could not delete message; a redelivery will be refused by the claim", "error", err)
-	}
+	w.deletes.delete(log, url, aws.ToString(m.ReceiptHandle))
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -150,6 +151,15 @@ type testWorker struct {
 // and waits for it.
 func startWorker(t *testing.T, tr *transport.Transport, child *fakeChild, opts Options) *testWorker {
 	t.Helper()
+	tw := newTestWorker(t, tr, child, opts)
+	tw.start(t)
+	return tw
+}
+
+// newTestWorker builds the worker startWorker starts, for a test to change
+// before it starts it.
+func newTestWorker(t *testing.T, tr *transport.Transport, child *fakeChild, opts Options) *testWorker {
+	t.Helper()
 	if child != nil {
 		opts.Python = child.path
 	}
@@ -174,18 +184,23 @@ func startWorker(t *testing.T, tr *transport.Transport, child *fakeChild, opts O
 	w, err := New(opts, tr, logger, tw.out)
 	require.NoError(t, err)
 	tw.Worker = w
+	return tw
+}
+
+// start starts the worker; cleanup stops it at once and waits for it.
+func (tw *testWorker) start(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	require.NoError(t, w.Start(ctx))
+	require.NoError(t, tw.Start(ctx))
 	t.Cleanup(func() {
-		w.Stop(false)
-		stopped := w.Wait(deadline)
+		tw.Stop(false)
+		stopped := tw.Wait(deadline)
 		if t.Failed() || !stopped {
 			t.Logf("worker log:\n%s\nchild output:\n%s", tw.log.String(), tw.out.String())
 		}
 		require.True(t, stopped, "the worker did not stop")
 	})
-	return tw
 }
 
 func newTransport(t *testing.T, mutate func(*config.Config)) *transport.Transport {
@@ -444,6 +459,97 @@ func TestWorkerDuplicateDeliveryRunsOnce(t *testing.T) {
 	n, err := queued(context.Background(), tr, testQueue)
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// atomicClaims stands in for the S3 claim where the claim race is tested:
+// moto's conditional put, unlike S3's, is not atomic under concurrency. A
+// claim waits until racers claims of its task have arrived, so that every
+// delivery has reached the claim before any wins.
+type atomicClaims struct {
+	racers int
+	mu     sync.Mutex
+	races  map[string]*claimRace // task id → its race
+}
+
+type claimRace struct {
+	arrived int
+	allIn   chan struct{}
+	winner  string // the worker holding the claim
+}
+
+func newAtomicClaims(racers int) *atomicClaims {
+	return &atomicClaims{racers: racers, races: map[string]*claimRace{}}
+}
+
+func (a *atomicClaims) Claim(ctx context.Context, c store.Claim) (bool, error) {
+	a.mu.Lock()
+	race, ok := a.races[c.TaskID]
+	if !ok {
+		race = &claimRace{allIn: make(chan struct{})}
+		a.races[c.TaskID] = race
+	}
+	if race.arrived++; race.arrived == a.racers {
+		close(race.allIn)
+	}
+	a.mu.Unlock()
+	select {
+	case <-race.allIn:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if race.winner != "" {
+		return false, nil
+	}
+	race.winner = c.WorkerID
+	return true, nil
+}
+
+func (a *atomicClaims) winner(taskID string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.races[taskID].winner
+}
+
+// Several workers get one task at the same moment: exactly one runs it, and
+// every other delivery is deleted unrun.
+func TestWorkerClaimRaceRunsTaskOnce(t *testing.T) {
+	setKey(t)
+	tr := newTransport(t, nil)
+	child := newFakeChild(t, "")
+	const racers, rounds = 3, 50
+	claims := newAtomicClaims(racers)
+	workers := make([]*testWorker, racers)
+	for i := range workers {
+		// One slot each: a worker waiting in its claim cannot take another
+		// delivery, so the deliveries of a round reach different workers.
+		workers[i] = newTestWorker(t, tr, child, Options{Concurrency: 1})
+		workers[i].claims = claims
+		workers[i].start(t)
+	}
+
+	for i := range rounds {
+		env := stepEnvelope(fmt.Sprintf("op_%d", i), "args")
+		putQueued(t, tr, env)
+		body := marshal(t, env)
+		for range racers {
+			send(t, tr, testQueue, body, signed(body, env.TaskID))
+		}
+		rec := waitState(t, tr, env.TaskID, store.Success)
+		waitQueueEmpty(t, tr, testQueue) // every delivery got past its claim
+		require.Equal(t, claims.winner(env.TaskID), rec.WorkerID, "the claim's holder ran the task")
+		runs := child.runs(t)
+		require.Len(t, runs, i+1, "round %d: exactly one child runs", i)
+		require.Equal(t, strings.ReplaceAll(env.TaskID, "/", "_"), runs[i])
+	}
+	var tasksRun int64
+	for _, w := range workers {
+		w.Stop(true)
+		require.True(t, w.Wait(deadline))
+		tasksRun += w.Summary().TasksRun
+	}
+	require.Equal(t, int64(rounds), tasksRun)
 }
 
 func TestWorkerDeadLettersBadMessages(t *testing.T) {
