@@ -77,3 +77,16 @@ demo: install
 
 clean:
 	rm -rf build dist *.egg-info dagster_taskiq_go/_native $(VENV)/.install-stamp
+
+# Benchmark: taskiq_executor vs dagster-celery (Redis) vs multiprocess_executor, same jobs, same slots.
+# Starts moto, redis-server (apt-installed when missing and root) and workers itself; see docs/performance.md.
+.PHONY: bench bench-quick
+$(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.deps-stamp
+	$(PY) -m pip install -q -r bench/requirements.txt -c requirements/constraints.txt
+	touch $@
+
+bench: install $(VENV)/.bench-stamp
+	$(PY) bench/run.py
+
+bench-quick: install $(VENV)/.bench-stamp
+	$(PY) bench/run.py --quick

@@ -14,9 +14,10 @@ from dagster._core.launcher import (
     RunLauncher,
     WorkerStatus,
 )
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster._time import get_current_timestamp
 
 from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.config import core_config_json, core_config_schema
@@ -126,14 +127,40 @@ class TaskiqRunLauncher(RunLauncher, ConfigurableClass):
             _STATUS[verdict["status"]], verdict.get("reason") or None, run_worker_id=record.get("worker_id")
         )
 
+    def _start_timed_out(self, run: DagsterRun) -> bool:
+        """Whether run monitoring is failing this run for taking longer than start_timeout_seconds to
+        start (the same test as Dagster's monitor_starting_run)."""
+        instance = self._instance
+        if run.status != DagsterRunStatus.STARTING or not instance.run_monitoring_enabled:
+            return False
+        timeout = instance.run_monitoring_start_timeout_seconds
+        launch_time = instance.get_run_stats(run.run_id).launch_time
+        return timeout > 0 and launch_time is not None and get_current_timestamp() - launch_time >= timeout
+
     def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True) -> str | None:
+        """Run monitoring calls this just before it ends a run. When it is failing a run that never
+        started (start timeout), the run's task is canceled first: otherwise a worker that frees a run
+        slot, or starts on the queue, later would still receive and start the run Dagster already failed."""
         queue = run.tags.get(RUN_QUEUE_TAG)
         if queue is None:
             return None
+        task_id = run.tags.get(TASK_ID_TAG)
+        canceled = ""
+        if task_id is not None and self._start_timed_out(run):
+            try:
+                result = call_json("Cancel", self._core, task_id)
+            except Exception as exc:  # the debug info is still worth having
+                canceled = f" Could not cancel the run's task, a worker may still start it: {exc}"
+            else:
+                if result["state"] == "CANCELED":
+                    canceled = " The run's task was canceled: no worker will start it."
+                elif result["requested"]:
+                    canceled = f" A worker just took the run's task; it was asked to stop it ({result['state']})."
         stats = call_json("QueueStats", self._core, queue)
         bands = ", ".join(f"{b['band']}: {b['visible']} visible, {b['in_flight']} in flight" for b in stats["bands"])
         workers = ", ".join(stats["live_workers"]) or "none"
         return (
-            f"task {run.tags.get(TASK_ID_TAG)} in queue {queue} ({bands}; dead letters {stats['dead_letters']}); "
+            f"task {task_id} in queue {queue} ({bands}; dead letters {stats['dead_letters']}); "
             f"live workers listening: {workers}. Run monitoring's start_timeout_seconds must cover the queue wait."
+            + canceled
         )
