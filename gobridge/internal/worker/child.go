@@ -53,7 +53,7 @@ func runChild(ctx context.Context, spec childSpec, stop <-chan struct{}, started
 	defer runtime.UnlockOSThread()
 
 	cmd := exec.Command(spec.Python, "-m", childModule, string(spec.Kind))
-	cmd.Env = append(childEnviron(), spec.Env...)
+	cmd.Env = append(childEnviron(spec.Kind.IsRun()), spec.Env...)
 	cmd.Stdin = strings.NewReader(spec.Args)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Stdout and stderr share one pipe, copied by os/exec into pw. A process
@@ -118,10 +118,11 @@ func terminateGroup(pid int, grace time.Duration, done <-chan error) error {
 
 // childEnviron is the worker's environment without the signing key: user
 // code has no business reading it.
-func childEnviron() []string {
+// A run task keeps the key: its run worker signs the step tasks it submits.
+func childEnviron(keepKey bool) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, envelope.KeyEnv+"=") || strings.HasPrefix(kv, envelope.KeyFileEnv+"=") {
+		if !keepKey && (strings.HasPrefix(kv, envelope.KeyEnv+"=") || strings.HasPrefix(kv, envelope.KeyFileEnv+"=")) {
 			continue
 		}
 		env = append(env, kv)
