@@ -139,6 +139,21 @@ def create_queues(env: dict[str, str], *queues: str) -> str:
     return config
 
 
+def shorten_visibility(env: dict[str, str], queue: str, seconds: int) -> None:
+    """Sets the visibility timeout of a queue's normal band, so a test can watch a redelivery."""
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=env["DAGSTER_TASKIQ_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    url = sqs.get_queue_url(QueueName=env["DAGSTER_TASKIQ_QUEUE_PREFIX"] + queue)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
 def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):
     return wait_for(
         lambda: (run := instance.get_run_by_id(run_id)) and run.status in FINISHED and run,
