@@ -33,12 +33,6 @@ JOBS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "jobs", "mo
 ROUTE = "dagster-taskiq/queue"
 HEARTBEAT = ("--heartbeat-interval", "1")
 STEP_START = DagsterEventType.STEP_START
-# A known Go bug, reported, not fixed here: gobridge/internal/worker/child.go (childEnviron) removes
-# DAGSTER_TASKIQ_SIGNING_KEY(_FILE) from every task's environment, run tasks' included, so a run launched
-# by TaskiqRunLauncher cannot submit the steps of a taskiq_executor job. Tests that meet it xfail, naming
-# it; with the key kept for execute_run/resume_run children they pass.
-SIGNING_BUG = "Go bug: worker strips the signing key from run children, so launched runs cannot submit steps"
-
 pytestmark = pytest.mark.e2e
 
 
@@ -64,18 +58,12 @@ class Stack:
                 return record
             run = self.instance.get_run_by_id(run_id)
             if run.is_finished:
-                self.xfail_on_signing_bug(run_id)
                 raise AssertionError(
                     f"run {run_id} ended {run.status} before task {task_id} ran:\n{self.errors(run_id)}"
                 )
             return None
 
         return wait_for(check, timeout, f"task {task_id} to run")
-
-    def xfail_on_signing_bug(self, run_id: str) -> None:
-        run = self.instance.get_run_by_id(run_id)
-        if run.status == DagsterRunStatus.FAILURE and "no signing key" in self.errors(run_id):
-            pytest.xfail(SIGNING_BUG)
 
     def errors(self, run_id: str) -> str:
         """The run's failures and errors, then the workers' logs, for assertion messages."""
@@ -196,7 +184,6 @@ class TestWithoutMonitoring:
         run_ids = [stack.submit("two_steps") for _ in range(3)]
         for run_id in run_ids:
             run = wait_for_run(stack.instance, run_id)
-            stack.xfail_on_signing_bug(run_id)
             assert run.status == DagsterRunStatus.SUCCESS, stack.errors(run.run_id)
             ran_on = step_workers(stack.instance, run_id)
             assert {step: worker.rsplit("-", 1)[0] for step, worker in ran_on.items()} == {
@@ -307,7 +294,6 @@ class TestResume:
         stack.workers["runner2"] = Worker("runner2", ["runs"], str(stack.tmp), concurrency=1, extra=HEARTBEAT)
 
         run = wait_for_run(stack.instance, run_id)
-        stack.xfail_on_signing_bug(run_id)
         assert run.status == DagsterRunStatus.SUCCESS, stack.errors(run.run_id)
         assert run.tags[TASK_ID_TAG] == f"{run_id}/resume/1"
         resumed = stack.finished_record(f"{run_id}/resume/1")
