@@ -119,6 +119,13 @@ def worker():
     help="Interpreter that runs tasks (default: this one); it needs dagster, your code and dagster-taskiq-go.",
 )
 @click.option(
+    "--step-process",
+    type=click.Choice(["warm", "cold"]),
+    default="warm",
+    show_default=True,
+    help="warm: fork steps from a server that has imported Dagster and your code; cold: a fresh interpreter per step.",
+)
+@click.option(
     "--insecure-no-signing",
     is_flag=True,
     help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.",
@@ -136,6 +143,7 @@ def worker_start(
     heartbeat_interval,
     grace_period,
     python,
+    step_process,
     insecure_no_signing,
     log_level,
 ):
@@ -154,6 +162,7 @@ def worker_start(
         "grace_period_seconds": grace_period,
         "python": python or sys.executable,
         "insecure_no_signing": insecure_no_signing,
+        "step_process": step_process,
     }
     try:
         handle = call("WorkerStart", core_config, json.dumps(options), log_level)

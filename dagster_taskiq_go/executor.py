@@ -10,6 +10,9 @@ from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.config import core_config_json, core_config_schema
 from dagster_taskiq_go.step_handler import TaskiqStepHandler
 
+# Each tick reads the run's new events: one indexed event-log query.
+POLL_INTERVAL_SECONDS = 0.1
+
 
 def executor_config_schema() -> dict:
     return {
@@ -21,6 +24,14 @@ def executor_config_schema() -> dict:
             description="Most steps of one run in flight at once (queued or running).",
         ),
         "tag_concurrency_limits": get_tag_concurrency_limits_config(),
+        "poll_interval_seconds": Field(
+            float,
+            default_value=POLL_INTERVAL_SECONDS,
+            is_required=False,
+            description="How often the run process reads the event log for finished steps and submits the "
+            "steps that became ready. Dagster's own default, 1.0, adds half a second on average to every "
+            "step's start.",
+        ),
     }
 
 
@@ -65,5 +76,6 @@ def taskiq_executor(init_context):
         retries=RetryMode.from_config(config["retries"]),
         max_concurrent=config.get("max_concurrent"),
         tag_concurrency_limits=config.get("tag_concurrency_limits"),
+        sleep_seconds=config["poll_interval_seconds"],
         should_verify_step=True,
     )

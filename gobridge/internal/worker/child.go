@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/stepserver"
 )
 
 // childModule is the Python entry point every task runs under. The worker
@@ -27,10 +29,12 @@ type childSpec struct {
 	Python string
 	Kind   envelope.Kind
 	TaskID string
-	Args   string   // written to the child's stdin
+	Args   string   // the task's Dagster args
 	Env    []string // added to the worker's environment
 	Grace  time.Duration
-	Output io.Writer // receives the child's output, each line tagged with the task id
+	Output io.Writer          // receives the child's output, each line tagged with the task id
+	Warm   *stepserver.Server // forks step children when ready; nil: always cold
+	Log    *slog.Logger
 }
 
 // outputDrainDelay is how long the output pipe is still read after the child
@@ -43,15 +47,50 @@ type childResult struct {
 	Signaled bool // stopped by us (cancel or shutdown)
 }
 
-// runChild starts the child in its own process group with a parent-death
-// signal, feeds it its args, and waits. When stop is closed the group gets
-// SIGTERM, then SIGKILL after the grace period. started receives the pid.
+// childExit is what waiting for a child yields: its exit code (-1 when a
+// signal killed it), or why waiting failed.
+type childExit struct {
+	code int
+	err  error
+}
+
+// runChild runs the task's child process and waits for it. A step goes to
+// the warm step server when one is ready, else (and for runs) a fresh
+// interpreter starts. Either way the child leads its own process group and
+// dies with the worker. When stop is closed the group gets SIGTERM, then
+// SIGKILL after the grace period. started receives the pid.
 func runChild(ctx context.Context, spec childSpec, stop <-chan struct{}, started func(pid int)) (childResult, error) {
 	// Pdeathsig fires when the *thread* that forked the child exits, so the
 	// forking goroutine keeps its thread for the child's whole life.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
+	pid, done, err := startWarm(ctx, spec)
+	if pid == 0 && err == nil {
+		pid, done, err = startCold(spec)
+	}
+	if err != nil {
+		return childResult{}, err
+	}
+	started(pid)
+
+	var res childResult
+	var exit childExit
+	select {
+	case exit = <-done:
+	case <-stop:
+		res.Signaled = true
+		exit = terminateGroup(pid, spec.Grace, done)
+	case <-ctx.Done():
+		res.Signaled = true
+		exit = terminateGroup(pid, spec.Grace, done)
+	}
+	res.ExitCode = exit.code
+	return res, exit.err
+}
+
+// startCold starts a fresh interpreter on the child module, its args on stdin.
+func startCold(spec childSpec) (int, <-chan childExit, error) {
 	cmd := exec.Command(spec.Python, "-m", childModule, string(spec.Kind))
 	cmd.Env = append(childEnviron(spec.Kind.IsRun()), spec.Env...)
 	cmd.Stdin = strings.NewReader(spec.Args)
@@ -63,53 +102,78 @@ func runChild(ctx context.Context, spec childSpec, stop <-chan struct{}, started
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.WaitDelay = outputDrainDelay
 	if err := cmd.Start(); err != nil {
-		return childResult{}, fmt.Errorf("start %s: %w", spec.Python, err)
+		return 0, nil, fmt.Errorf("start %s: %w", spec.Python, err)
 	}
-	started(cmd.Process.Pid)
-
 	var copied sync.WaitGroup
 	copied.Go(func() { tagLines(spec.Output, spec.TaskID, pr) })
-
-	done := make(chan error, 1)
+	done := make(chan childExit, 1)
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
 		copied.Wait() // every line is out before the outcome is recorded
-		done <- err
+		var exitErr *exec.ExitError
+		switch {
+		case err == nil, errors.Is(err, exec.ErrWaitDelay): // exited 0; a leftover process held the pipe
+			done <- childExit{}
+		case errors.As(err, &exitErr):
+			done <- childExit{code: exitErr.ExitCode()} // -1 when killed by a signal
+		default:
+			done <- childExit{err: err}
+		}
 	}()
+	return cmd.Process.Pid, done, nil
+}
 
-	var res childResult
-	var waitErr error
-	select {
-	case waitErr = <-done:
-	case <-stop:
-		res.Signaled = true
-		waitErr = terminateGroup(cmd.Process.Pid, spec.Grace, done)
-	case <-ctx.Done():
-		res.Signaled = true
-		waitErr = terminateGroup(cmd.Process.Pid, spec.Grace, done)
+// startWarm hands a step to the step server. A zero pid without an error
+// means no child was forked: the caller starts a cold one.
+func startWarm(ctx context.Context, spec childSpec) (int, <-chan childExit, error) {
+	if spec.Warm == nil || spec.Kind != envelope.ExecuteStep || !spec.Warm.Ready() {
+		return 0, nil, nil
 	}
-	var exitErr *exec.ExitError
-	switch {
-	case waitErr == nil, errors.Is(waitErr, exec.ErrWaitDelay): // exited 0; a leftover process held the pipe
-		res.ExitCode = 0
-	case errors.As(waitErr, &exitErr):
-		res.ExitCode = exitErr.ExitCode() // -1 when killed by a signal
-	default:
-		return res, waitErr
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil
 	}
-	return res, nil
+	env := make(map[string]string, len(spec.Env))
+	for _, kv := range spec.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	proc, err := spec.Warm.Fork(ctx, spec.TaskID, spec.Args, env, pw)
+	pw.Close() // the child holds its own copy
+	if err != nil {
+		pr.Close()
+		spec.Log.Info("step takes the cold path", "reason", err)
+		return 0, nil, nil
+	}
+	var copied sync.WaitGroup
+	copied.Go(func() { tagLines(spec.Output, spec.TaskID, pr) })
+	done := make(chan childExit, 1)
+	go func() {
+		exit := <-proc.Exit
+		// As on the cold path: a process the child left behind may hold the pipe.
+		drained := make(chan struct{})
+		go func() { copied.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(outputDrainDelay):
+		}
+		pr.Close()
+		copied.Wait()
+		done <- childExit{code: exit.Code, err: exit.Err}
+	}()
+	return proc.Pid, done, nil
 }
 
 // terminateGroup sends SIGTERM to the child's process group, then SIGKILL
-// after grace, and returns the child's wait error.
-func terminateGroup(pid int, grace time.Duration, done <-chan error) error {
+// after grace, and returns how the child ended.
+func terminateGroup(pid int, grace time.Duration, done <-chan childExit) childExit {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
-	case err := <-done:
-		return err
+	case exit := <-done:
+		return exit
 	case <-timer.C:
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		return <-done

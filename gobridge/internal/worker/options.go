@@ -21,7 +21,19 @@ const (
 	PollWaitSecondsDefault    = 20
 	HeartbeatSecondsDefault   = 5
 	GracePeriodSecondsDefault = 30
+	StepProcessDefault        = StepProcessWarm
 )
+
+// Step processes: how a step task's child process is made.
+const (
+	// StepProcessWarm forks steps from a step server that has imported
+	// Dagster and the code location; the cold path stands in while it is not ready.
+	StepProcessWarm = "warm"
+	// StepProcessCold starts a fresh interpreter for every step.
+	StepProcessCold = "cold"
+)
+
+var stepProcesses = []string{StepProcessWarm, StepProcessCold}
 
 // Options configure one worker process. They are set by `worker start`.
 type Options struct {
@@ -48,10 +60,13 @@ type Options struct {
 	Python string `json:"python"`
 	// InsecureNoSigning accepts unsigned messages. Default false.
 	InsecureNoSigning bool `json:"insecure_no_signing"`
+	// StepProcess is how step children are made: "warm" or "cold". Runs are
+	// always cold. Default "warm".
+	StepProcess string `json:"step_process"`
 }
 
 var optionKeys = []string{"queues", "concurrency", "run_concurrency", "anti_starvation_weight", "name", "poll_wait_seconds", "heartbeat_seconds",
-	"grace_period_seconds", "python", "insecure_no_signing"}
+	"grace_period_seconds", "python", "insecure_no_signing", "step_process"}
 
 // ParseOptions decodes and validates worker options.
 func ParseOptions(data []byte) (Options, error) {
@@ -84,6 +99,7 @@ func (o Options) WithDefaults() Options {
 	o.PollWaitSeconds = cmp.Or(o.PollWaitSeconds, PollWaitSecondsDefault)
 	o.HeartbeatSeconds = cmp.Or(o.HeartbeatSeconds, HeartbeatSecondsDefault)
 	o.GracePeriodSeconds = cmp.Or(o.GracePeriodSeconds, GracePeriodSecondsDefault)
+	o.StepProcess = cmp.Or(o.StepProcess, StepProcessDefault)
 	if o.Name == "" {
 		o.Name, _ = os.Hostname()
 	}
@@ -117,6 +133,9 @@ func (o Options) validate() error {
 	}
 	if o.GracePeriodSeconds < 1 {
 		errs = append(errs, fmt.Errorf("--grace-period: %d must be at least 1 second", o.GracePeriodSeconds))
+	}
+	if !slices.Contains(stepProcesses, o.StepProcess) {
+		errs = append(errs, fmt.Errorf("--step-process: %q is not one of %s", o.StepProcess, strings.Join(stepProcesses, ", ")))
 	}
 	if o.Python == "" {
 		errs = append(errs, errors.New("python: the interpreter that runs tasks is required"))

@@ -19,16 +19,18 @@ func TestParseOptionsDefaults(t *testing.T) {
 		Concurrency: ConcurrencyDefault, RunConcurrency: RunConcurrencyDefault,
 		AntiStarvationWeight: AntiStarvationDefault, PollWaitSeconds: PollWaitSecondsDefault,
 		HeartbeatSeconds: HeartbeatSecondsDefault, GracePeriodSeconds: GracePeriodSecondsDefault,
+		StepProcess: StepProcessWarm,
 	}, o)
 }
 
 func TestParseOptionsExplicit(t *testing.T) {
 	o, err := ParseOptions([]byte(`{"queues": ["a", "b_2"], "concurrency": 4, "name": "w", "poll_wait_seconds": 20,
 		"run_concurrency": 0, "anti_starvation_weight": 0,
-		"heartbeat_seconds": 1, "grace_period_seconds": 1, "python": "py", "insecure_no_signing": true}`))
+		"heartbeat_seconds": 1, "grace_period_seconds": 1, "python": "py", "insecure_no_signing": true,
+		"step_process": "cold"}`))
 	require.NoError(t, err)
 	require.Equal(t, Options{Queues: []string{"a", "b_2"}, Concurrency: 4, Name: "w", PollWaitSeconds: 20,
-		HeartbeatSeconds: 1, GracePeriodSeconds: 1, Python: "py", InsecureNoSigning: true}, o)
+		HeartbeatSeconds: 1, GracePeriodSeconds: 1, Python: "py", InsecureNoSigning: true, StepProcess: StepProcessCold}, o)
 }
 
 func TestParseOptionsRejects(t *testing.T) {
@@ -56,6 +58,8 @@ func TestParseOptionsRejects(t *testing.T) {
 		{"run slots", `{"queues": ["a"], "python": "py", "run_concurrency": -1}`, []string{"--run-concurrency: -1"}},
 		{"weight", `{"queues": ["a"], "python": "py", "anti_starvation_weight": -3}`, []string{"--anti-starvation-weight: -3"}},
 		{"no python", `{"queues": ["a"]}`, []string{"python: the interpreter"}},
+		{"step process", `{"queues": ["a"], "python": "py", "step_process": "lukewarm"}`,
+			[]string{`--step-process: "lukewarm" is not one of warm, cold`}},
 		{"every problem at once", `{"concurrency": -2, "poll_wait_seconds": 30}`,
 			[]string{"--queue", "--concurrency: -2", "--poll-wait: 30", "python"}},
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/stepserver"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/submit"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
@@ -70,6 +71,7 @@ type Worker struct {
 	registry  registry
 	orders    orders
 	deletes   *deleter
+	steps     *stepserver.Server // the warm step path; nil when cold
 
 	fetchCtx  context.Context // canceled to stop receiving
 	stopFetch context.CancelFunc
@@ -159,15 +161,25 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.registry.start()
 	w.deletes = startDeleter(w.tr.Queues.DeleteBatch, deleteWindow)
+	if w.opts.StepProcess == StepProcessWarm {
+		steps, err := stepserver.Start(stepserver.Config{Python: w.opts.Python, Env: childEnviron(false), Log: w.log})
+		if err != nil {
+			return err
+		}
+		w.steps = steps
+	}
 	for _, r := range receivers {
 		w.receivers.Go(r.loop)
 	}
 	w.log.Info("worker started", "queues", w.opts.Queues, "concurrency", w.opts.Concurrency,
-		"run_concurrency", w.opts.RunConcurrency, "signing", w.key != nil)
+		"run_concurrency", w.opts.RunConcurrency, "signing", w.key != nil, "step_process", w.opts.StepProcess)
 	go func() {
 		w.receivers.Wait()
 		w.tasks.Wait()
 		w.deletes.close()
+		if w.steps != nil {
+			w.steps.Stop()
+		}
 		w.registry.close()
 		w.orders.close()
 		w.log.Info("worker stopped", "tasks_run", w.tasksRun.Load())
@@ -330,6 +342,7 @@ func (w *Worker) run(log *slog.Logger, rec store.Record, env envelope.Envelope, 
 			"DAGSTER_TASKIQ_QUEUE=" + env.Queue,
 		},
 		Grace: time.Duration(w.opts.GracePeriodSeconds) * time.Second, Output: w.output,
+		Warm: w.steps, Log: log,
 	}, task.stop, onStart)
 	close(hbDone)
 	hb.Wait()

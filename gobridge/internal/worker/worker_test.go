@@ -178,6 +178,9 @@ func newTestWorker(t *testing.T, tr *transport.Transport, child *fakeChild, opts
 	if opts.GracePeriodSeconds == 0 {
 		opts.GracePeriodSeconds = 2
 	}
+	if opts.StepProcess == "" {
+		opts.StepProcess = StepProcessCold // a fake child cannot be a step server
+	}
 	opts = opts.WithDefaults()
 	tw := &testWorker{out: &syncBuffer{}, log: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(tw.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
