@@ -54,12 +54,15 @@ def dagster_home(tmp, dagster_yaml: str = "telemetry:\n  enabled: false\n") -> s
 class DagsterDev:
     """`dagster dev` on a free loopback port: webserver, daemon and code server, as users run them."""
 
-    def __init__(self, python_file: str, dagster_home: str, log_dir: str):
+    def __init__(self, python_file: str, dagster_home: str, log_dir: str, working_directory: str | None = None):
         self.port = free_port()
         self.log_path = os.path.join(log_dir, "dagster-dev.log")
+        command = [sys.executable, "-m", "dagster", "dev", "-f", python_file, "-h", "127.0.0.1", "-p", str(self.port)]
+        if working_directory:
+            command += ["-d", working_directory]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-f", python_file, "-h", "127.0.0.1", "-p", str(self.port)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ, DAGSTER_HOME=dagster_home),
