@@ -51,7 +51,7 @@ func Start() (*Server, error) {
 	if ep := os.Getenv("MOTO_ENDPOINT"); ep != "" {
 		return &Server{Endpoint: ep}, waitReady(ep, 10*time.Second)
 	}
-	python, err := findPython()
+	python, err := Python()
 	if err != nil {
 		return nil, err
 	}
@@ -97,23 +97,33 @@ func waitReady(endpoint string, timeout time.Duration) error {
 	}
 }
 
-func findPython() (string, error) {
+// Python is the project's interpreter (MOTO_PYTHON, else .venv/bin/python
+// at the module root, else python3): it has moto, dagster and the project's
+// Python dependencies.
+func Python() (string, error) {
 	if p := os.Getenv("MOTO_PYTHON"); p != "" {
 		return p, nil
 	}
-	dir, _ := os.Getwd()
-	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if p := filepath.Join(dir, ".venv", "bin", "python"); fileExists(p) {
-				return p, nil
-			}
-			break
+	if root := ModuleRoot(); root != "" {
+		if p := filepath.Join(root, ".venv", "bin", "python"); fileExists(p) {
+			return p, nil
 		}
 	}
 	if p, err := exec.LookPath("python3"); err == nil {
 		return p, nil
 	}
 	return "", fmt.Errorf("no Python with moto found: set MOTO_ENDPOINT or MOTO_PYTHON, or run `make venv`")
+}
+
+// ModuleRoot is the directory of go.mod above the working directory, or "".
+func ModuleRoot() string {
+	dir, _ := os.Getwd()
+	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		if fileExists(filepath.Join(dir, "go.mod")) {
+			return dir
+		}
+	}
+	return ""
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
