@@ -169,14 +169,22 @@ def step_events(instance: DagsterInstance, run_id: str, event_type: DagsterEvent
     return [r.event_log_entry for r in instance.get_records_for_run(run_id, of_type=event_type).records]
 
 
-LAUNCHER_DAGSTER_YAML = """
-telemetry:
-  enabled: false
+QUEUED_RUN_COORDINATOR = """
 run_coordinator:
   module: dagster
   class: QueuedRunCoordinator
   config:
     dequeue_interval_seconds: 1
+"""
+# Launches in the submitting process (Dagster's default is the queued one).
+IMMEDIATE_RUN_COORDINATOR = """
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+"""
+LAUNCHER_DAGSTER_YAML = """
+telemetry:
+  enabled: false
 run_launcher:
   module: dagster_taskiq_go
   class: TaskiqRunLauncher
@@ -187,13 +195,14 @@ run_launcher:
 """
 
 
-def write_launcher_home(home: str, run_monitoring: dict | None = None) -> str:
+def write_launcher_home(home: str, run_monitoring: dict | None = None, queued: bool = True) -> str:
     """Creates a DAGSTER_HOME whose dagster.yaml uses TaskiqRunLauncher (transport from the environment)
-    and the QueuedRunCoordinator, with an optional run_monitoring block; returns the home."""
+    and the QueuedRunCoordinator (queued=False: the DefaultRunCoordinator, which launches at once),
+    with an optional run_monitoring block; returns the home."""
     import yaml
 
     os.makedirs(home, exist_ok=True)
-    text = LAUNCHER_DAGSTER_YAML
+    text = LAUNCHER_DAGSTER_YAML + (QUEUED_RUN_COORDINATOR if queued else IMMEDIATE_RUN_COORDINATOR)
     if run_monitoring is not None:
         text += yaml.safe_dump({"run_monitoring": run_monitoring})
     with open(os.path.join(home, "dagster.yaml"), "w") as f:

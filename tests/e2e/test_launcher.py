@@ -1,7 +1,10 @@
 """TaskiqRunLauncher from dagster.yaml: runs submitted through `dagster dev` (QueuedRunCoordinator and
-daemon) run on a worker; terminate works for queued and running runs."""
+daemon), and launched by the instance at once (DefaultRunCoordinator), run on a worker; terminate works for queued
+and running runs."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
@@ -9,33 +12,16 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.tags import RUN_QUEUE_TAG, TASK_ID_TAG
 
-from .stack import DagsterDev, Worker, create_queues, dagster_home, transport_env, wait_for, wait_for_run
+from .stack import DagsterDev, Worker, create_queues, transport_env, wait_for, wait_for_run, write_launcher_home
 
 JOBS = os.path.join(os.path.dirname(__file__), "..", "jobs", "launcher.py")
-DAGSTER_YAML = """
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-run_launcher:
-  module: dagster_taskiq_go
-  class: TaskiqRunLauncher
-  config:
-    s3_bucket: {env: DAGSTER_TASKIQ_S3_BUCKET}
-    endpoint_url: {env: DAGSTER_TASKIQ_ENDPOINT_URL}
-    queue_prefix: {env: DAGSTER_TASKIQ_QUEUE_PREFIX}
-"""
-
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(moto_endpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("launcher")
-    home = dagster_home(tmp, DAGSTER_YAML)
+    home = write_launcher_home(str(tmp / "dagster_home"))
     patch = pytest.MonkeyPatch()
     for name, value in transport_env(moto_endpoint, "launcher").items():
         patch.setenv(name, value)
@@ -52,9 +38,7 @@ def stack(moto_endpoint, tmp_path_factory):
         patch.undo()
 
 
-def test_run_runs_on_a_worker(stack):
-    dev, instance, worker, config, _ = stack
-    run_id = dev.client().submit_job_execution("hello")
+def assert_ran_on_the_worker(instance, worker, config, run_id):
     run = wait_for_run(instance, run_id)
     assert run.status == DagsterRunStatus.SUCCESS, worker.log()[-3000:]
     assert run.tags[TASK_ID_TAG] == f"{run_id}/execute"
@@ -66,6 +50,29 @@ def test_run_runs_on_a_worker(stack):
         "the task record to finish",
     )
     assert record["state"] == "SUCCESS" and record["worker_id"].startswith("runner-")
+
+
+def test_run_runs_on_a_worker(stack):
+    dev, instance, worker, config, _ = stack
+    assert_ran_on_the_worker(instance, worker, config, dev.client().submit_job_execution("hello"))
+
+
+def test_run_launched_through_the_instance(stack, tmp_path):
+    """`dagster job launch` with the DefaultRunCoordinator: instance.submit_run launches at once."""
+    _, _, worker, config, _ = stack
+    home = write_launcher_home(str(tmp_path / "dagster_home"), queued=False)
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "launch", "-f", os.path.abspath(JOBS), "-j", "hello"],
+        env=dict(os.environ, DAGSTER_HOME=home),
+        check=True,
+        timeout=300,
+    )
+    instance = DagsterInstance.from_config(home)
+    try:
+        [run] = instance.get_runs()
+        assert_ran_on_the_worker(instance, worker, config, run.run_id)
+    finally:
+        instance.dispose()
 
 
 def test_terminate_running_run(stack):
