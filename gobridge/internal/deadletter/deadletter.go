@@ -6,6 +6,7 @@
 package deadletter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
 )
@@ -38,6 +40,7 @@ type API interface {
 	Count(ctx context.Context, url string) (sqsx.Counts, error)
 	ReceiveHidden(ctx context.Context, url string, max, waitSeconds, visibilitySeconds int) ([]types.Message, error)
 	Unhide(ctx context.Context, url string, receipts []string) error
+	RedrivePolicy(ctx context.Context, url string) (string, int, error)
 }
 
 // VerifyFunc says whether a message body and its signature attribute are
@@ -177,10 +180,20 @@ func Fail(ctx context.Context, f *Finder, st Store, q *sqsx.Queue, rec store.Rec
 	if claimed, err := st.IsClaimed(ctx, rec.TaskID); err != nil || claimed {
 		return rec, err
 	}
+	// The receive limit of the band queue the task was sent to: bands may differ.
+	urls := q.URLs
+	if envelope.Kind(rec.Kind).IsRun() && q.RunURLs != nil {
+		urls = q.RunURLs
+	}
+	source := cmp.Or(urls[rec.Band], q.URLs[routing.BandNormal])
+	_, maxReceive, err := f.api.RedrivePolicy(ctx, source)
+	if err != nil {
+		return rec, err
+	}
 	now := f.now().UTC()
 	rec.State, rec.FinishedAt = store.Failed, &now
-	rec.Reason = fmt.Sprintf("dead-lettered by SQS into %s after %d receives without a worker claiming it "+
+	rec.Reason = fmt.Sprintf("dead-lettered by SQS into %s after %d receives from %s without a worker claiming it "+
 		"(the message is kept there; see the workers' logs for why they did not take it)",
-		sqsx.QueueName(q.DLQ), q.MaxReceiveCount)
+		sqsx.QueueName(q.DLQ), maxReceive, sqsx.QueueName(source))
 	return rec, st.PutTask(ctx, rec)
 }

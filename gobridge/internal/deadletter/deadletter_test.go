@@ -61,6 +61,8 @@ func (q *fakeDLQ) Unhide(_ context.Context, _ string, receipts []string) error {
 	return nil
 }
 
+func (q *fakeDLQ) RedrivePolicy(context.Context, string) (string, int, error) { return "dlq", 10, nil }
+
 func (q *fakeDLQ) add(body string, attrs map[string]string) {
 	m := types.Message{Body: aws.String(body), MessageId: aws.String(fmt.Sprint(len(q.msgs))),
 		ReceiptHandle: aws.String(fmt.Sprint("r", len(q.msgs))), MessageAttributes: map[string]types.MessageAttributeValue{}}

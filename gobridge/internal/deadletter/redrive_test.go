@@ -41,11 +41,10 @@ func TestRedrivenTaskIsRecordedFailed(t *testing.T) {
 	ctx := context.Background()
 	q, err := tr.Queue(ctx, "dagster")
 	require.NoError(t, err)
-	require.Equal(t, sqsx.MaxReceiveCountDefault, q.MaxReceiveCount)
 
 	dead, err := submit.Submit(ctx, tr, submit.Request{Kind: envelope.ExecuteStep, RunID: "run1", StepKey: "dead", Attempt: 1, Args: "a"})
 	require.NoError(t, err)
-	redrive(t, tr.Queues, dead.QueueURL, q.MaxReceiveCount)
+	redrive(t, tr.Queues, dead.QueueURL, sqsx.MaxReceiveCountDefault)
 	alive, err := submit.Submit(ctx, tr, submit.Request{Kind: envelope.ExecuteStep, RunID: "run1", StepKey: "alive", Attempt: 1, Args: "a"})
 	require.NoError(t, err)
 
@@ -61,7 +60,8 @@ func TestRedrivenTaskIsRecordedFailed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.Failed, rec.State)
 	dlqName := tr.Queues.PhysicalName("dagster") + "-dlq"
-	require.Equal(t, "dead-lettered by SQS into "+dlqName+" after 10 receives without a worker claiming it "+
+	require.Equal(t, "dead-lettered by SQS into "+dlqName+" after 10 receives from "+tr.Queues.PhysicalName("dagster")+
+		" without a worker claiming it "+
 		"(the message is kept there; see the workers' logs for why they did not take it)", rec.Reason)
 	stored, err := tr.Store.GetTask(ctx, dead.TaskID)
 	require.NoError(t, err)
@@ -82,7 +82,7 @@ func TestRedrivenDuplicateOfAClaimedTaskIsLeftAlone(t *testing.T) {
 	require.NoError(t, err)
 	res, err := submit.Submit(ctx, tr, submit.Request{Kind: envelope.ExecuteStep, RunID: "run1", StepKey: "s", Attempt: 1, Args: "a"})
 	require.NoError(t, err)
-	redrive(t, tr.Queues, res.QueueURL, q.MaxReceiveCount)
+	redrive(t, tr.Queues, res.QueueURL, sqsx.MaxReceiveCountDefault)
 	ok, err := tr.Store.Claim(ctx, store.Claim{TaskID: res.TaskID, WorkerID: "w", ClaimedAt: time.Now()})
 	require.NoError(t, err)
 	require.True(t, ok)

@@ -267,9 +267,6 @@ type Queue struct {
 	URLs    map[string]string `json:"urls"`     // band → URL, step tasks
 	RunURLs map[string]string `json:"run_urls"` // band → URL, run tasks; nil for a queue_url override
 	DLQ     string            `json:"dlq"`      // URL of the dead-letter queue; "" when the queue has none
-	// MaxReceiveCount is the redrive policy's: SQS moves a message to the DLQ
-	// after this many receives. 0 when the queue has no DLQ.
-	MaxReceiveCount int `json:"max_receive_count,omitempty"`
 }
 
 // BandName is the SQS name of one band of a logical queue's step or run
@@ -341,7 +338,7 @@ func (c *Client) resolve(ctx context.Context, queue string) (*Queue, error) {
 			}
 		}
 	}
-	if q.DLQ, q.MaxReceiveCount, err = c.deadLetterURL(ctx, base); err != nil {
+	if q.DLQ, err = c.deadLetterURL(ctx, base); err != nil {
 		return nil, err
 	}
 	return q, nil
@@ -358,12 +355,12 @@ func (c *Client) Fixed(ctx context.Context, queue, url string) (*Queue, error) {
 	if ok {
 		return q, nil
 	}
-	dlq, maxReceive, err := c.deadLetterURL(ctx, url)
+	dlq, err := c.deadLetterURL(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	q = &Queue{Name: queue, Layout: routing.Layout{routing.BandNormal},
-		URLs: map[string]string{routing.BandNormal: url}, DLQ: dlq, MaxReceiveCount: maxReceive}
+		URLs: map[string]string{routing.BandNormal: url}, DLQ: dlq}
 	c.mu.Lock()
 	c.resolved[key] = q
 	c.mu.Unlock()
@@ -384,9 +381,19 @@ func (c *Client) lookup(ctx context.Context, name string) (string, error) {
 	return aws.ToString(out.QueueUrl), nil
 }
 
-// deadLetterURL follows a queue's redrive policy to its dead-letter queue,
-// and returns the policy's maxReceiveCount with it.
-func (c *Client) deadLetterURL(ctx context.Context, url string) (string, int, error) {
+// deadLetterURL follows a queue's redrive policy to its dead-letter queue.
+func (c *Client) deadLetterURL(ctx context.Context, url string) (string, error) {
+	target, _, err := c.RedrivePolicy(ctx, url)
+	if err != nil || target == "" {
+		return "", err
+	}
+	return c.lookup(ctx, target)
+}
+
+// RedrivePolicy reads a queue's redrive policy: the name of its dead-letter
+// queue ("" when it has none) and the receives after which SQS moves a
+// message there.
+func (c *Client) RedrivePolicy(ctx context.Context, url string) (string, int, error) {
 	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: aws.String(url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy}})
 	if err != nil {
@@ -397,11 +404,7 @@ func (c *Client) deadLetterURL(ctx context.Context, url string) (string, int, er
 		return "", 0, nil
 	}
 	target, maxReceive, err := ParseRedrive(policy)
-	if err != nil {
-		return "", 0, fault.Wrap(fault.Config, err, "queue %s", url)
-	}
-	dlq, err := c.lookup(ctx, target)
-	return dlq, maxReceive, err
+	return target, maxReceive, fault.Wrap(fault.Config, err, "queue %s", url)
 }
 
 // ParseRedrive reads a redrive policy: the dead-letter queue's name and
