@@ -37,6 +37,12 @@ def ok():
     hello()
 
 
+# The executor as users configure it in run config (the launchpad), not pre-configured.
+@job(executor_def=taskiq_executor)
+def run_configured():
+    hello()
+
+
 @op(tags=on("redrive"))
 def never_taken():
     return "a worker took it"
@@ -57,4 +63,4 @@ def probe():
     probed()
 
 
-defs = Definitions(jobs=[ok, dead_lettered, probe])
+defs = Definitions(jobs=[ok, run_configured, dead_lettered, probe])
