@@ -115,15 +115,11 @@ func TaskHealth(configJSON, taskID string) (string, error) {
 			return "", err
 		}
 		if rec.State == store.Queued {
-			q, err := t.Queue(ctx, rec.Queue)
-			switch {
-			case fault.CodeOf(err) == fault.NotFound:
-				// The queue is gone: the queue-wait rule below still ends the wait.
-			case err != nil:
-				return "", err
-			default:
-				if rec, err = deadletter.Fail(ctx, t.DeadLetters, t.Store, q, rec); err != nil {
-					return "", err
+			// Best effort: an SQS error (or a queue deleted since) must not fail a check whose
+			// record was read; the record still judges the task, and the next check looks again.
+			if q, err := t.Queue(ctx, rec.Queue); err == nil {
+				if checked, err := deadletter.Fail(ctx, t.DeadLetters, t.Store, q, rec); err == nil {
+					rec = checked
 				}
 			}
 		}
