@@ -12,6 +12,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._core.launcher import LaunchRunContext, WorkerStatus
 
+from dagster_taskiq_go._pyshim import call_json
 from dagster_taskiq_go.tags import TASK_ID_TAG
 
 from ..e2e.stack import (
@@ -48,6 +49,7 @@ def redrive(env: dict, sqs_name: str, receives: int) -> str:
     dies before its delete every time would, then once more: SQS moves it to the DLQ instead of
     delivering it. Returns the task id the message carries."""
     sqs, url = aws_client(env, "sqs"), queue_url(env, sqs_name)
+    visible, hidden = dead_letters(env)
     task_ids = set()
     for i in range(receives):
         messages = wait_for(
@@ -60,7 +62,7 @@ def redrive(env: dict, sqs_name: str, receives: int) -> str:
         task_ids.add(messages[0]["MessageAttributes"]["dagster_taskiq_task_id"]["StringValue"])
     assert len(task_ids) == 1, task_ids
     assert not sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages")
-    assert dead_letters(env) == (1, 0)
+    assert dead_letters(env) == (visible + 1, hidden)
     return task_ids.pop()
 
 
@@ -145,3 +147,39 @@ def test_run_dead_lettered_by_sqs_is_unhealthy_at_the_next_check(env, tmp_path, 
         "check_run_worker_health FAILED at the first check, naming the DLQ and the limit",
         f"{after.status.value}: {expected.strip()}",
     )
+
+
+def test_forged_messages_dead_lettered_by_sqs_fail_nothing(env, fault_report):
+    """The task id of an unauthenticated message is no more trusted in the DLQ than in the queue: a
+    forged copy that SQS moved there must not fail the queued task it names."""
+    config = create_queues(env, "dagster", QUEUE)
+    request = {"kind": "execute_step", "run_id": "r", "step_key": "victim", "attempt": 1, "args": "a"}
+    request["step_tags"] = {"dagster-taskiq/queue": QUEUE}
+    task_id = call_json("Submit", config, json.dumps(request))["task_id"]
+    sqs, url = aws_client(env, "sqs"), queue_url(env, QUEUE)
+    genuine = wait_for(
+        lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MessageAttributeNames=["All"]).get("Messages"),
+        30,
+        "the submitted message",
+    )[0]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=genuine["ReceiptHandle"])  # the task waits, its message gone
+    signature = genuine["MessageAttributes"]["dagster_taskiq_sig"]["StringValue"]
+    forgeries = {
+        "unsigned": {},
+        "tampered": {"dagster_taskiq_sig": {"DataType": "String", "StringValue": signature}},
+    }
+    for kind, signed in forgeries.items():
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=json.dumps(json.loads(genuine["Body"]) | {"args": f"{kind}-args"}),
+            MessageAttributes={"dagster_taskiq_task_id": {"DataType": "String", "StringValue": task_id}, **signed},
+        )
+        assert redrive(env, QUEUE, receives=10) == task_id
+        verdict = call_json("TaskHealth", config, task_id)
+        assert verdict["status"] == "QUEUED" and verdict["healthy"], verdict
+        assert task_record(config, task_id)["state"] == "QUEUED"
+        fault_report(
+            f"{kind} copy naming a queued task, moved to the DLQ by SQS",
+            "the task it names stays QUEUED and healthy",
+            f"health {verdict['status']}, healthy={verdict['healthy']}; record QUEUED",
+        )
