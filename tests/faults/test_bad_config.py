@@ -139,6 +139,7 @@ WORKER = [
         [
             "'--concurrency'",
             "'many' is not a valid integer",
+            "(set by DAGSTER_TASKIQ_WORKER_START_CONCURRENCY)",
         ],
     ),
     (
@@ -149,6 +150,7 @@ WORKER = [
         [
             "'--log-level'",
             "'debug', 'info', 'warn', 'error'",
+            "(set by DAGSTER_TASKIQ_WORKER_START_LOG_LEVEL)",
         ],
     ),
     (
@@ -156,9 +158,18 @@ WORKER = [
         [],
         {"DAGSTER_TASKIQ_WORKER_START_HEARTBEAT_INTERVAL": "0"},
         None,
-        ["--heartbeat-interval: 0 must be at least 1 second"],
+        [
+            "--heartbeat-interval: 0 must be at least 1 second",
+            "(--heartbeat-interval was set by DAGSTER_TASKIQ_WORKER_START_HEARTBEAT_INTERVAL)",
+        ],
     ),
-    ("env queue prefix", [], {"DAGSTER_TASKIQ_QUEUE_PREFIX": "bad prefix"}, None, ['key "queue_prefix"']),
+    (
+        "env queue prefix",
+        [],
+        {"DAGSTER_TASKIQ_QUEUE_PREFIX": "bad prefix"},
+        None,
+        ['key "queue_prefix"', "(--queue-prefix was set by DAGSTER_TASKIQ_QUEUE_PREFIX)"],
+    ),
     (
         "file: unknown key",
         [],
@@ -207,4 +218,4 @@ def excerpt(text: str, fragment: str) -> str:
     """The line of text holding fragment, shortened for the report."""
     line = next((line for line in text.splitlines() if fragment in line), fragment)
     start = max(0, line.find(fragment) - 30)
-    return ("…" if start else "") + line[start : start + 110].strip()
+    return ("…" if start else "") + line[start : start + 170].strip()
