@@ -112,6 +112,8 @@ def test_forged_messages_never_run_and_secrets_never_reach_a_log(env, tmp_path, 
         return (tmp_path / ("imported-" + task_id.replace("/", "_"))).exists()
 
     assert imported(f"{run_id}/probed/1"), "the genuine task must import the probe, or the probe proves nothing"
+    probe = json.loads((tmp_path / f"imported-{run_id}_probed_1").read_text())
+    assert probe["signing_env"] == [], f"task code must not see the signing key: {probe}"
     for kind, (task_id, _) in forged.items():
         assert not imported(task_id), f"the {kind} message ran the probe's code"
         assert reasons[task_id] == "missing or invalid signature", reasons
@@ -140,6 +142,6 @@ def test_forged_messages_never_run_and_secrets_never_reach_a_log(env, tmp_path, 
         assert leaks == [], f"{secret} appears in {leaks}"
     fault_report(
         "secrets in logs and records of a real run",
-        "AWS secret key and signing key never appear",
-        f"absent from {len(texts)} logs, files and S3 objects",
+        "AWS secret key and signing key never appear; task code never sees the signing key",
+        f"absent from {len(texts)} logs, files and S3 objects; no signing variable in the task's environment",
     )

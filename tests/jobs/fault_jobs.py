@@ -3,6 +3,7 @@
 This file is also a probe: importing it inside a worker's task process writes a marker named for the
 task into TASKIQ_TEST_DIR, so a test can tell whether a message naming this code was ever run."""
 
+import json
 import os
 
 from dagster import Definitions, job, op
@@ -12,7 +13,8 @@ from dagster_taskiq_go import taskiq_executor
 if os.environ.get("DAGSTER_TASKIQ_TASK_ID"):  # set only in a worker's child process
     marker = "imported-" + os.environ["DAGSTER_TASKIQ_TASK_ID"].replace("/", "_")
     with open(os.path.join(os.environ["TASKIQ_TEST_DIR"], marker), "w") as f:
-        f.write(str(os.getpid()))
+        # Task code must not see the signing key: say which of its variables it got.
+        json.dump({"pid": os.getpid(), "signing_env": sorted(k for k in os.environ if "SIGNING" in k)}, f)
 
 executor = taskiq_executor.configured(
     {

@@ -169,6 +169,7 @@ func (c *Client) Receive(ctx context.Context, url string, max, waitSeconds int) 
 // ReceiveHidden receives up to max messages and hides them for
 // visibilitySeconds (instead of the queue's visibility timeout), waiting up to
 // waitSeconds for the first. Readers that only look use it with Unhide.
+// visibilitySeconds must be at least 1: the SDK leaves a 0 out of the request.
 func (c *Client) ReceiveHidden(ctx context.Context, url string, max, waitSeconds, visibilitySeconds int) ([]types.Message, error) {
 	out, err := c.api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:                    aws.String(url),
