@@ -32,7 +32,8 @@ const (
 	RetryAfter      = 5 * time.Second
 	// waitSeconds makes each receive a (short) long poll: a short poll
 	// samples only some SQS servers and may come back empty while messages wait.
-	waitSeconds = 1
+	waitSeconds   = 1
+	unhideTimeout = 10 * time.Second
 )
 
 // API is the part of sqsx.Client a Finder uses.
@@ -116,9 +117,12 @@ func (f *Finder) rescan(ctx context.Context, url string, s *scan, counts sqsx.Co
 	tasks := map[string]bool{}
 	var receipts []string
 	defer func() {
-		// Best effort: a message whose release fails reappears after HideSeconds.
+		// Even when the scan itself ran out of time. Best effort: a message
+		// whose release fails reappears after HideSeconds.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unhideTimeout)
+		defer cancel()
 		for start := 0; start < len(receipts); start += sqsx.MaxBatch {
-			_ = f.api.Unhide(context.WithoutCancel(ctx), url, receipts[start:min(start+sqsx.MaxBatch, len(receipts))])
+			_ = f.api.Unhide(ctx, url, receipts[start:min(start+sqsx.MaxBatch, len(receipts))])
 		}
 	}()
 	for len(seen) < min(counts.Visible, MaxScanMessages) {
