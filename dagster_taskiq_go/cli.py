@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import signal
 import sys
 
@@ -11,22 +12,59 @@ import yaml
 from dagster_taskiq_go.version import __version__
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+_FROM_ENV = "dagster_taskiq.from_env"  # ctx.meta key: option name → the variable that set it
+
+
+class _Option(click.Option):
+    """An option that says which environment variable set it when its value is refused: a user who
+    never typed --concurrency must learn that DAGSTER_TASKIQ_WORKER_START_CONCURRENCY is to blame."""
+
+    def consume_value(self, ctx, opts):
+        value, source = super().consume_value(ctx, opts)
+        if source == click.core.ParameterSource.ENVIRONMENT:
+            names = [self.envvar] if isinstance(self.envvar, str) else list(self.envvar or ())
+            if ctx.auto_envvar_prefix and self.name:
+                names.append(f"{ctx.auto_envvar_prefix}_{self.name.upper()}")
+            ctx.meta.setdefault(_FROM_ENV, {})[self.name] = next((n for n in names if os.environ.get(n)), names[0])
+        return value, source
+
+    def process_value(self, ctx, value):
+        try:
+            return super().process_value(ctx, value)
+        except click.BadParameter as exc:
+            if name := ctx.meta.get(_FROM_ENV, {}).get(self.name):
+                exc.message = f"{exc.message} (set by {name})"
+            raise
+
+
+option = functools.partial(click.option, cls=_Option)
+
+
+def _usage_error(message: str) -> click.UsageError:
+    """A usage error from the core, naming the environment variables behind the options it names."""
+    ctx = click.get_current_context(silent=True)
+    params = {p.name: p for p in ctx.command.params} if ctx else {}
+    for name, variable in (ctx.meta.get(_FROM_ENV, {}) if ctx else {}).items():
+        param = params.get(name)
+        if param is not None and (f'"{name}"' in message or any(o in message for o in param.opts)):
+            message += f" ({param.opts[-1]} was set by {variable})"
+    return click.UsageError(message)
 
 
 def transport_options(fn):
     """Options shared by every command that talks to SQS/S3 (the executor's core config keys)."""
 
-    @click.option(
+    @option(
         "-y",
         "--config-yaml",
         type=click.Path(exists=True, dir_okay=False),
         help="YAML file with the executor's config keys (s3_bucket, endpoint_url, ...).",
     )
-    @click.option("--s3-bucket", envvar="DAGSTER_TASKIQ_S3_BUCKET", help="Bucket for task state.")
-    @click.option("--s3-prefix", envvar="DAGSTER_TASKIQ_S3_PREFIX", help="Key prefix in the bucket.")
-    @click.option("--endpoint-url", envvar="DAGSTER_TASKIQ_ENDPOINT_URL", help="SQS and S3 endpoint (emulators).")
-    @click.option("--region", "region_name", envvar="DAGSTER_TASKIQ_REGION", help="AWS region.")
-    @click.option("--queue-prefix", envvar="DAGSTER_TASKIQ_QUEUE_PREFIX", help="Prefix of SQS queue names.")
+    @option("--s3-bucket", envvar="DAGSTER_TASKIQ_S3_BUCKET", help="Bucket for task state.")
+    @option("--s3-prefix", envvar="DAGSTER_TASKIQ_S3_PREFIX", help="Key prefix in the bucket.")
+    @option("--endpoint-url", envvar="DAGSTER_TASKIQ_ENDPOINT_URL", help="SQS and S3 endpoint (emulators).")
+    @option("--region", "region_name", envvar="DAGSTER_TASKIQ_REGION", help="AWS region.")
+    @option("--queue-prefix", envvar="DAGSTER_TASKIQ_QUEUE_PREFIX", help="Prefix of SQS queue names.")
     @functools.wraps(fn)
     def wrapper(config_yaml, **kwargs):
         config = {}
@@ -51,7 +89,7 @@ def _core_config(config: dict) -> str:
     try:
         return core_config_json(config)
     except TaskiqConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise _usage_error(str(exc)) from None
 
 
 # Every option can also come from the environment: DAGSTER_TASKIQ_<COMMAND>_<OPTION>, e.g.
@@ -72,7 +110,7 @@ def worker():
 
 
 @worker.command("start")
-@click.option(
+@option(
     "-q",
     "--queue",
     "queues",
@@ -81,56 +119,56 @@ def worker():
     show_default=True,
     help="Queue to serve (repeatable).",
 )
-@click.option("-c", "--concurrency", type=int, default=1, show_default=True, help="Step slots.")
-@click.option(
+@option("-c", "--concurrency", type=int, default=1, show_default=True, help="Step slots.")
+@option(
     "--run-concurrency",
     type=int,
     default=1,
     show_default=True,
     help="Run slots (TaskiqRunLauncher runs), a pool apart from step slots; 0 takes no runs.",
 )
-@click.option(
+@option(
     "--anti-starvation-weight",
     type=int,
     default=10,
     show_default=True,
     help="After this many tasks in a row from the top band, poll a lower band first once; 0 is strict priority.",
 )
-@click.option("-n", "--name", default="", help="Worker name (default: the host name); a unique suffix is added.")
-@click.option("--poll-wait", type=int, default=20, show_default=True, help="SQS long-poll wait, seconds (1-20).")
-@click.option(
+@option("-n", "--name", default="", help="Worker name (default: the host name); a unique suffix is added.")
+@option("--poll-wait", type=int, default=20, show_default=True, help="SQS long-poll wait, seconds (1-20).")
+@option(
     "--heartbeat-interval",
     type=int,
     default=5,
     show_default=True,
     help="Seconds between lease renewals and cancel checks.",
 )
-@click.option(
+@option(
     "--grace-period",
     type=int,
     default=30,
     show_default=True,
     help="Seconds a task may run after SIGTERM (and a graceful stop waits) before SIGKILL.",
 )
-@click.option(
+@option(
     "--python",
     "python",
     type=click.Path(exists=True, dir_okay=False),
     help="Interpreter that runs tasks (default: this one); it needs dagster, your code and dagster-taskiq-go.",
 )
-@click.option(
+@option(
     "--step-process",
     type=click.Choice(["warm", "cold"]),
     default="warm",
     show_default=True,
     help="warm: fork steps from a server that has imported Dagster and your code; cold: a fresh interpreter per step.",
 )
-@click.option(
+@option(
     "--insecure-no-signing",
     is_flag=True,
     help="Accept unsigned tasks. Anyone able to send to the queue can then run code here.",
 )
-@click.option("-l", "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@option("-l", "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @transport_options
 def worker_start(
     core_config,
@@ -167,7 +205,7 @@ def worker_start(
     try:
         handle = call("WorkerStart", core_config, json.dumps(options), log_level)
     except TaskiqConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise _usage_error(str(exc)) from None
     except TaskiqError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"worker {call('WorkerID', handle)} serving {', '.join(queues)}", err=True)
@@ -240,7 +278,7 @@ def worker_status(core_config, name):
 
 @worker.command("terminate")
 @click.argument("name", required=False)
-@click.option("-a", "--all", "all_workers", is_flag=True, help="Terminate every live worker.")
+@option("-a", "--all", "all_workers", is_flag=True, help="Terminate every live worker.")
 @transport_options
 def worker_terminate(core_config, name, all_workers):
     """Stop worker NAME (or every worker whose id starts with NAME) gracefully, through its control queue."""
@@ -257,7 +295,7 @@ def queue():
 
 @queue.command("create")
 @click.argument("names", nargs=-1, required=True)
-@click.option(
+@option(
     "--bands",
     default="high,normal,low",
     show_default=True,
@@ -293,7 +331,7 @@ def queue_stats(core_config, names):
 
 @queue.command("purge")
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @transport_options
 def queue_purge(core_config, name, yes):
     """Delete every queued message of queue NAME (all bands; dead letters are kept)."""
@@ -310,8 +348,8 @@ def queue_purge(core_config, name, yes):
 
 
 @main.command()
-@click.option("--workers", type=int, default=2, show_default=True, help="Worker processes to start.")
-@click.option("--keep-running", is_flag=True, help="Keep moto and the workers up after the example run.")
+@option("--workers", type=int, default=2, show_default=True, help="Worker processes to start.")
+@option("--keep-running", is_flag=True, help="Keep moto and the workers up after the example run.")
 def dev(workers, keep_running):
     """Local demo: moto (SQS+S3), workers and the example job, in one command."""
     from dagster_taskiq_go.dev import run_dev

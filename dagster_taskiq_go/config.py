@@ -13,18 +13,6 @@ from dagster import BoolSource, Field, Permissive, StringSource
 
 from dagster_taskiq_go._pyshim import call_json
 
-CORE_KEYS = (
-    "region_name",
-    "endpoint_url",
-    "queue_prefix",
-    "default_queue",
-    "queue_url",
-    "s3_bucket",
-    "s3_prefix",
-    "create_missing_queues",
-    "config_source",
-)
-
 
 def core_config_schema() -> dict[str, Field]:
     return {
@@ -52,19 +40,29 @@ def core_config_schema() -> dict[str, Field]:
     }
 
 
-def _resolve_env(value: Any) -> Any:
+# The executor's own keys, which Dagster's executor machinery consumes; every other key is the core's.
+EXECUTOR_KEYS = ("retries", "max_concurrent", "tag_concurrency_limits")
+
+
+def _resolve_env(key: str, value: Any) -> Any:
+    """Resolves an ``{env: VAR}`` value (Dagster resolves its own *Source fields first; the worker CLI's
+    YAML file and config_source values reach here unresolved)."""
     if isinstance(value, Mapping) and set(value) == {"env"}:
+        from dagster_taskiq_go._pyshim.errors import TaskiqConfigError
+
         name = value["env"]
         if name not in os.environ:
-            raise ValueError(f"config_source refers to environment variable {name!r}, which is not set")
+            raise TaskiqConfigError(f'invalid configuration: key "{key}": environment variable {name!r} is not set')
         return os.environ[name]
     return value
 
 
 def core_config_json(config: Mapping[str, Any]) -> str:
-    """Canonical JSON of the core keys, validated and completed with defaults by the Go core."""
-    core = {k: config[k] for k in CORE_KEYS if config.get(k) is not None}
-    if "config_source" in core:
-        core["config_source"] = {k: _resolve_env(v) for k, v in core["config_source"].items()}
+    """Canonical JSON of the core keys, validated and completed with defaults by the Go core. Keys that
+    are neither the core's nor the executor's go to the core too, which rejects them naming the valid
+    keys: a typo in a config file must not be dropped in silence."""
+    core = {k: _resolve_env(k, v) for k, v in config.items() if k not in EXECUTOR_KEYS and v is not None}
+    if isinstance(core.get("config_source"), Mapping):
+        core["config_source"] = {k: _resolve_env(f"config_source.{k}", v) for k, v in core["config_source"].items()}
     # The normalized form parses back to itself: every later call hands Go the same string.
     return json.dumps(call_json("ValidateConfig", json.dumps(core, sort_keys=True)), sort_keys=True)

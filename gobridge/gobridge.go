@@ -18,6 +18,7 @@ import (
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/control"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/deadletter"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/health"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
@@ -101,7 +102,9 @@ func CancelRun(configJSON, runID string) (string, error) {
 // TaskHealth judges a task (see internal/health) and returns a health.Verdict
 // as JSON. A task without a record is NOT_FOUND. A RUNNING task whose lease
 // went stale is recorded FAILED ("worker lost") here, so that recovery belongs
-// to Dagster and the lost worker stops its child if it comes back.
+// to Dagster and the lost worker stops its child if it comes back. A QUEUED
+// task whose message SQS's redrive moved to the dead-letter queue is recorded
+// FAILED here too (see internal/deadletter): no worker ever saw it.
 func TaskHealth(configJSON, taskID string) (string, error) {
 	return withTransport(configJSON, func(ctx context.Context, t *transport.Transport) (string, error) {
 		rec, err := t.Store.GetTask(ctx, taskID)
@@ -110,6 +113,15 @@ func TaskHealth(configJSON, taskID string) (string, error) {
 		}
 		if err != nil {
 			return "", err
+		}
+		if rec.State == store.Queued {
+			// Best effort: an SQS error (or a queue deleted since) must not fail a check whose
+			// record was read; the record still judges the task, and the next check looks again.
+			if q, err := t.Queue(ctx, rec.Queue); err == nil {
+				if checked, err := deadletter.Fail(ctx, t.DeadLetters, t.Store, q, rec); err == nil {
+					rec = checked
+				}
+			}
 		}
 		in := health.Inputs{Now: time.Now().UTC(), MaxQueueWait: time.Duration(t.Config.Source.MaxQueueWaitSeconds) * time.Second}
 		if rec.State == store.Queued {

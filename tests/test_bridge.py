@@ -60,6 +60,11 @@ def test_malformed_config_raises_typed_error_naming_the_key():
         core_config_json({"s3_bucket": "b", "config_source": {"heartbeat_interval_seconds": 5}})
     with pytest.raises(TaskiqConfigError, match='"s3_bucket" is required'):
         core_config_json({})
+    # Keys outside the schema reach the core too (the worker CLI's config file has no Dagster schema).
+    with pytest.raises(TaskiqConfigError, match='unknown key "config_sourc"; valid keys: region_name'):
+        core_config_json({"s3_bucket": "b", "config_sourc": {}})
+    with pytest.raises(TaskiqConfigError, match='key "config_source.max_queue_wait_seconds": environment variable'):
+        core_config_json({"s3_bucket": "b", "config_source": {"max_queue_wait_seconds": {"env": "TASKIQ_UNSET_VAR"}}})
 
 
 @pytest.mark.parametrize(

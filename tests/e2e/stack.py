@@ -142,19 +142,46 @@ def create_queues(env: dict[str, str], *queues: str) -> str:
     return config
 
 
-def shorten_visibility(env: dict[str, str], queue: str, seconds: int) -> None:
-    """Sets the visibility timeout of a queue's normal band, so a test can watch a redelivery."""
+def aws_client(env: dict[str, str], service: str):
+    """A boto3 client ("sqs" or "s3") for the stack's endpoint: what an operator's tools would use."""
     import boto3
 
-    sqs = boto3.client(
-        "sqs",
+    return boto3.client(
+        service,
         endpoint_url=env["DAGSTER_TASKIQ_ENDPOINT_URL"],
         region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
-    url = sqs.get_queue_url(QueueName=env["DAGSTER_TASKIQ_QUEUE_PREFIX"] + queue)["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
+def queue_url(env: dict[str, str], sqs_name: str) -> str:
+    """The URL of an SQS queue named without the stack's prefix ("dagster", "dagster-runs", "dagster-dlq")."""
+    return aws_client(env, "sqs").get_queue_url(QueueName=env["DAGSTER_TASKIQ_QUEUE_PREFIX"] + sqs_name)["QueueUrl"]
+
+
+def shorten_visibility(env: dict[str, str], queue: str, seconds: int) -> None:
+    """Sets the visibility timeout of a queue's normal band, so a test can watch a redelivery."""
+    aws_client(env, "sqs").set_queue_attributes(
+        QueueUrl=queue_url(env, queue), Attributes={"VisibilityTimeout": str(seconds)}
+    )
+
+
+def execute_job(python_file: str, job: str, dagster_home: str, log_path: str) -> subprocess.Popen:
+    """`dagster job execute`: a run of the job in a process of its own, which is its run worker (the
+    executor submits the steps and checks their health there)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dagster", "job", "execute", "-f", python_file, "-j", job],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, DAGSTER_HOME=dagster_home),
+        )
+
+
+def only_run(instance: DagsterInstance, job: str, timeout: float = 120):
+    """The one run of a job in the instance, once it exists."""
+    return wait_for(lambda: (runs := instance.get_runs()) and [r for r in runs if r.job_name == job], timeout, job)[0]
 
 
 def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):

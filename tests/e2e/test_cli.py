@@ -136,3 +136,4 @@ def test_worker_options_come_from_the_environment(env):
         env={**env, "DAGSTER_TASKIQ_WORKER_START_POLL_WAIT": "30"},
     )
     assert result.returncode == 2 and "--poll-wait: 30 is outside 1..20 seconds" in result.stderr, result.stderr
+    assert "(--poll-wait was set by DAGSTER_TASKIQ_WORKER_START_POLL_WAIT)" in result.stderr, result.stderr

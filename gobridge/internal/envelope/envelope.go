@@ -19,6 +19,17 @@ import (
 // Version is the envelope format this build writes and reads.
 const Version = 1
 
+// Message attribute names. The signature covers the body only; the others
+// let operators and the dead-letter paths identify a message without parsing
+// it, and are as unauthenticated as an unsigned body.
+const (
+	AttrSignature = "dagster_taskiq_sig"
+	AttrTaskID    = "dagster_taskiq_task_id"
+	// AttrDeadLetterReason marks a copy a worker moved to the dead-letter
+	// queue itself (and recorded), as opposed to one SQS's redrive moved.
+	AttrDeadLetterReason = "dagster_taskiq_dead_letter_reason"
+)
+
 // Kind says what the worker runs for a task.
 type Kind string
 
@@ -121,6 +132,20 @@ func Sign(key, body []byte) string {
 	mac := hmac.New(sha256.New, key)
 	mac.Write(body)
 	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// VerifyFromEnv checks sig against body with the key from the environment
+// (see KeyFromEnv). Without a key, every message is authentic only when
+// InsecureEnv=1 says the deployment runs unsigned; otherwise none is.
+func VerifyFromEnv(body []byte, sig string) bool {
+	key, err := KeyFromEnv()
+	switch {
+	case err != nil:
+		return false
+	case key == nil:
+		return os.Getenv(InsecureEnv) == "1"
+	}
+	return Verify(key, body, sig)
 }
 
 // Verify checks sig against body in constant time.

@@ -85,3 +85,27 @@ func TestKeyFromEnv(t *testing.T) {
 	_, err = KeyFromEnv()
 	require.ErrorContains(t, err, "only one of")
 }
+
+func TestVerifyFromEnv(t *testing.T) {
+	const key = "0123456789abcdef-key"
+	body := []byte(`{"v":1}`)
+	tests := []struct {
+		name, key, insecure, sig string
+		want                     bool
+	}{
+		{"signed with the key", key, "", Sign([]byte(key), body), true},
+		{"signed with another key", key, "", Sign([]byte("another-key-0123456789"), body), false},
+		{"unsigned with a key", key, "1", "", false},
+		{"no key, insecure deployment", "", "1", "", true},
+		{"no key, signing expected", "", "", "", false},
+		{"unusable key", "short", "1", Sign([]byte("short"), body), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(KeyEnv, tt.key)
+			t.Setenv(KeyFileEnv, "")
+			t.Setenv(InsecureEnv, tt.insecure)
+			require.Equal(t, tt.want, VerifyFromEnv(body, tt.sig))
+		})
+	}
+}

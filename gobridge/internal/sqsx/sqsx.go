@@ -166,6 +166,42 @@ func (c *Client) Receive(ctx context.Context, url string, max, waitSeconds int) 
 	return out.Messages, nil
 }
 
+// ReceiveHidden receives up to max messages and hides them for
+// visibilitySeconds (instead of the queue's visibility timeout), waiting up to
+// waitSeconds for the first. Readers that only look use it with Unhide.
+// visibilitySeconds must be at least 1: the SDK leaves a 0 out of the request.
+func (c *Client) ReceiveHidden(ctx context.Context, url string, max, waitSeconds, visibilitySeconds int) ([]types.Message, error) {
+	out, err := c.api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl:                    aws.String(url),
+		MaxNumberOfMessages:         int32(max),
+		WaitTimeSeconds:             int32(waitSeconds),
+		VisibilityTimeout:           int32(visibilitySeconds),
+		MessageAttributeNames:       []string{"All"},
+		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
+	})
+	if err != nil {
+		return nil, fault.Wrap(fault.Transport, err, "receive from %s", url)
+	}
+	return out.Messages, nil
+}
+
+// Unhide makes up to MaxBatch received messages of one queue visible again
+// at once, in one call; it returns the first error.
+func (c *Client) Unhide(ctx context.Context, url string, receipts []string) error {
+	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(receipts))
+	for i, r := range receipts {
+		entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(r)}
+	}
+	out, err := c.api.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: aws.String(url), Entries: entries})
+	if err != nil {
+		return fault.Wrap(fault.Transport, err, "release messages on %s", url)
+	}
+	if len(out.Failed) > 0 {
+		return fault.New(fault.Transport, "release messages on %s: %d failed: %s", url, len(out.Failed), aws.ToString(out.Failed[0].Message))
+	}
+	return nil
+}
+
 // Delete removes a received message.
 func (c *Client) Delete(ctx context.Context, url, receipt string) error {
 	_, err := c.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: aws.String(receipt)})
@@ -310,14 +346,26 @@ func (c *Client) resolve(ctx context.Context, queue string) (*Queue, error) {
 }
 
 // Fixed describes the one queue named by a queue_url override: one band,
-// and the dead-letter queue its redrive policy names.
+// and the dead-letter queue its redrive policy names. Like Resolve, it
+// caches: health checks ask for it every few seconds per task.
 func (c *Client) Fixed(ctx context.Context, queue, url string) (*Queue, error) {
+	key := "\x00" + queue + "\x00" + url // never a logical queue name
+	c.mu.Lock()
+	q, ok := c.resolved[key]
+	c.mu.Unlock()
+	if ok {
+		return q, nil
+	}
 	dlq, err := c.deadLetterURL(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	return &Queue{Name: queue, Layout: routing.Layout{routing.BandNormal},
-		URLs: map[string]string{routing.BandNormal: url}, DLQ: dlq}, nil
+	q = &Queue{Name: queue, Layout: routing.Layout{routing.BandNormal},
+		URLs: map[string]string{routing.BandNormal: url}, DLQ: dlq}
+	c.mu.Lock()
+	c.resolved[key] = q
+	c.mu.Unlock()
+	return q, nil
 }
 
 // lookup returns a physical queue's URL; a missing queue is a not_found error.
@@ -336,23 +384,48 @@ func (c *Client) lookup(ctx context.Context, name string) (string, error) {
 
 // deadLetterURL follows a queue's redrive policy to its dead-letter queue.
 func (c *Client) deadLetterURL(ctx context.Context, url string) (string, error) {
+	target, _, err := c.RedrivePolicy(ctx, url)
+	if err != nil || target == "" {
+		return "", err
+	}
+	return c.lookup(ctx, target)
+}
+
+// RedrivePolicy reads a queue's redrive policy: the name of its dead-letter
+// queue ("" when it has none) and the receives after which SQS moves a
+// message there.
+func (c *Client) RedrivePolicy(ctx context.Context, url string) (string, int, error) {
 	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: aws.String(url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy}})
 	if err != nil {
-		return "", fault.Wrap(fault.Transport, err, "read redrive policy of %s", url)
+		return "", 0, fault.Wrap(fault.Transport, err, "read redrive policy of %s", url)
 	}
 	policy := out.Attributes[string(types.QueueAttributeNameRedrivePolicy)]
 	if policy == "" {
-		return "", nil
+		return "", 0, nil
 	}
+	target, maxReceive, err := ParseRedrive(policy)
+	return target, maxReceive, fault.Wrap(fault.Config, err, "queue %s", url)
+}
+
+// ParseRedrive reads a redrive policy: the dead-letter queue's name and
+// maxReceiveCount (a JSON number, or a string as some emulators write it).
+func ParseRedrive(policy string) (string, int, error) {
 	var redrive struct {
-		DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+		DeadLetterTargetArn string          `json:"deadLetterTargetArn"`
+		MaxReceiveCount     json.RawMessage `json:"maxReceiveCount"`
 	}
-	if err := json.Unmarshal([]byte(policy), &redrive); err != nil || redrive.DeadLetterTargetArn == "" {
-		return "", fault.New(fault.Config, "queue %s has an unreadable redrive policy %q", url, policy)
+	err := json.Unmarshal([]byte(policy), &redrive)
+	n, convErr := strconv.Atoi(strings.Trim(string(redrive.MaxReceiveCount), `"`))
+	if err != nil || redrive.DeadLetterTargetArn == "" || convErr != nil || n < 1 {
+		return "", 0, fmt.Errorf("unreadable redrive policy %q", policy)
 	}
-	name := redrive.DeadLetterTargetArn[strings.LastIndex(redrive.DeadLetterTargetArn, ":")+1:]
-	return c.lookup(ctx, name)
+	return QueueName(redrive.DeadLetterTargetArn), n, nil
+}
+
+// QueueName is the last component of a queue's URL or ARN: its SQS name.
+func QueueName(urlOrARN string) string {
+	return urlOrARN[strings.LastIndexAny(urlOrARN, ":/")+1:]
 }
 
 // Counts are a queue's approximate message counts.

@@ -66,3 +66,29 @@ func TestDeleteBatchReportsEachEntry(t *testing.T) {
 		})
 	}
 }
+
+func TestRedrivePolicyIsRead(t *testing.T) {
+	tests := []struct {
+		name, policy, dlq string
+		max               int
+		bad               bool
+	}{
+		{"number", `{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123:p-dagster-dlq","maxReceiveCount":3}`, "p-dagster-dlq", 3, false},
+		{"string", `{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123:d","maxReceiveCount":"7"}`, "d", 7, false},
+		{"no count", `{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123:d"}`, "", 0, true},
+		{"no target", `{"maxReceiveCount":3}`, "", 0, true},
+		{"not JSON", `maxReceiveCount=3`, "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dlq, max, err := sqsx.ParseRedrive(tt.policy)
+			if tt.bad {
+				require.ErrorContains(t, err, "unreadable redrive policy")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.dlq, dlq)
+			require.Equal(t, tt.max, max)
+		})
+	}
+}

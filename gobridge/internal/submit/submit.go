@@ -16,11 +16,10 @@ import (
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/transport"
 )
 
-// Message attribute names. The signature covers the body; the others let
-// operators and the dead-letter path identify a message without parsing it.
+// Message attribute names (see envelope).
 const (
-	AttrSignature = "dagster_taskiq_sig"
-	AttrTaskID    = "dagster_taskiq_task_id"
+	AttrSignature = envelope.AttrSignature
+	AttrTaskID    = envelope.AttrTaskID
 )
 
 // Request asks for one task. The tags decide its queue and priority band.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/awsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/deadletter"
+	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/envelope"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/routing"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/sqsx"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
@@ -19,6 +21,9 @@ type Transport struct {
 	Config config.Config
 	Queues *sqsx.Client
 	Store  *store.Store
+	// DeadLetters finds tasks that SQS's redrive moved to a DLQ; its scans
+	// are cached, so every health check of the process shares them.
+	DeadLetters *deadletter.Finder
 
 	workersMu   sync.Mutex
 	workers     []store.WorkerRecord
@@ -56,10 +61,12 @@ func Open(ctx context.Context, cfg config.Config) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	queues := sqsx.New(clients.SQS, cfg.QueuePrefix, cfg.CreateMissingQueues)
 	return &Transport{
-		Config: cfg,
-		Queues: sqsx.New(clients.SQS, cfg.QueuePrefix, cfg.CreateMissingQueues),
-		Store:  store.New(clients.S3, cfg.S3Bucket, cfg.S3Prefix),
+		Config:      cfg,
+		Queues:      queues,
+		Store:       store.New(clients.S3, cfg.S3Bucket, cfg.S3Prefix),
+		DeadLetters: deadletter.New(queues, envelope.VerifyFromEnv),
 	}, nil
 }
 

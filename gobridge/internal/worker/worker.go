@@ -420,7 +420,7 @@ func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, q *sqsx.Queue
 	log.Error("dead-lettering message", "task_id", taskID, "reason", reason)
 	err := fault.New(fault.NotFound, "queue %q has no dead-letter queue", q.Name)
 	if q.DLQ != "" {
-		attrs := map[string]string{"dagster_taskiq_dead_letter_reason": reason}
+		attrs := map[string]string{envelope.AttrDeadLetterReason: reason}
 		if taskID != "" {
 			attrs[submit.AttrTaskID] = taskID
 		}
