@@ -424,6 +424,11 @@ func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, q *sqsx.Queue
 		if taskID != "" {
 			attrs[submit.AttrTaskID] = taskID
 		}
+		// Kept so that an operator who moves the message back after fixing its
+		// cause (a missing DLQ permission, a worker-side bug) has it accepted.
+		if sig := sqsx.Attr(m, submit.AttrSignature); sig != "" {
+			attrs[submit.AttrSignature] = sig
+		}
 		_, err = w.tr.Queues.Send(ctx, q.DLQ, aws.ToString(m.Body), attrs)
 	}
 	if err != nil {

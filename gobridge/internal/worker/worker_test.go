@@ -598,6 +598,9 @@ func TestWorkerDeadLettersBadMessages(t *testing.T) {
 	reasons := map[string]string{} // body → dead-letter reason
 	for _, m := range receiveAll(t, tr, dlq, 4) {
 		reasons[aws.ToString(m.Body)] = sqsx.Attr(m, "dagster_taskiq_dead_letter_reason")
+		if aws.ToString(m.Body) == unknownBody {
+			require.NotEmpty(t, sqsx.Attr(m, submit.AttrSignature), "a signed message keeps its signature in the DLQ")
+		}
 	}
 	require.Contains(t, reasons[unsigned], "signature")
 	require.Contains(t, reasons[marshal(t, tampered)], "signature")
