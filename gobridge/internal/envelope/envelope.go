@@ -134,6 +134,14 @@ func Sign(key, body []byte) string {
 	return hex.EncodeToString(mac.Sum(nil))
 }
 
+// Digest is the hex SHA-256 of a message body. The submitter keeps it in the
+// task record, which only submitters and workers can write: a body whose
+// signature fails but whose digest matches is the one submitted.
+func Digest(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
 // VerifyFromEnv checks sig against body with the key from the environment
 // (see KeyFromEnv). Without a key, every message is authentic only when
 // InsecureEnv=1 says the deployment runs unsigned; otherwise none is.

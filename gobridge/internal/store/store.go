@@ -49,6 +49,9 @@ type Record struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	ExitCode   *int       `json:"exit_code,omitempty"`
 	Reason     string     `json:"reason,omitempty"`
+	// BodyDigest is the SHA-256 of the submitted message body (QUEUED
+	// records): it tells a mis-signed genuine message from a forged one.
+	BodyDigest string `json:"body_digest,omitempty"`
 }
 
 // Claim is the body of a claim object: who took the task, and when.

@@ -93,14 +93,15 @@ func Submit(ctx context.Context, t *transport.Transport, req Request) (Result, e
 		}
 		res.Offloaded = true
 	}
-	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
-		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, State: store.Queued, QueuedAt: env.SentAt}
-	if err := t.Store.PutTask(ctx, rec); err != nil {
-		return Result{}, err
-	}
 	body, err := json.Marshal(env)
 	if err != nil {
 		return Result{}, fault.Wrap(fault.Internal, err, "encode envelope")
+	}
+	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
+		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, State: store.Queued, QueuedAt: env.SentAt,
+		BodyDigest: envelope.Digest(body)}
+	if err := t.Store.PutTask(ctx, rec); err != nil {
+		return Result{}, err
 	}
 	attrs := map[string]string{AttrTaskID: env.TaskID}
 	if key != nil {

@@ -236,8 +236,16 @@ func (w *Worker) handle(q *sqsx.Queue, url string, m types.Message) {
 
 	if !w.opts.InsecureNoSigning && !envelope.Verify(w.key, body, sqsx.Attr(m, submit.AttrSignature)) {
 		// The task id attribute is as unauthenticated as the body: it names
-		// the message in the DLQ, but must not fail that task's record.
-		w.deadLetter(ctx, log, q, url, m, sqsx.Attr(m, submit.AttrTaskID), false, "missing or invalid signature")
+		// the message in the DLQ, but fails that task's record only when the
+		// record vouches for the body (then the keys differ, not the message).
+		taskID := sqsx.Attr(m, submit.AttrTaskID)
+		if w.submittedBody(ctx, taskID, body) {
+			w.deadLetter(ctx, log, q, url, m, taskID, true, "the signature does not verify with this worker's key, "+
+				"yet the body is the one submitted (its digest matches the task record): do the submitters and "+
+				"this worker share one signing key?")
+			return
+		}
+		w.deadLetter(ctx, log, q, url, m, taskID, false, "missing or invalid signature")
 		return
 	}
 	env, err := envelope.Decode(body)
@@ -410,6 +418,16 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, rec store.Record,
 	if exitCode == nil {
 		log.Warn("task not run", "state", state, "reason", reason)
 	}
+}
+
+// submittedBody reports whether body is the one submitted for a task still
+// QUEUED, by its digest in the task record.
+func (w *Worker) submittedBody(ctx context.Context, taskID string, body []byte) bool {
+	if taskID == "" {
+		return false
+	}
+	rec, err := w.tr.Store.GetTask(ctx, taskID)
+	return err == nil && rec.State == store.Queued && rec.BodyDigest != "" && rec.BodyDigest == envelope.Digest(body)
 }
 
 // deadLetter moves a message the worker cannot run to the queue's DLQ. When

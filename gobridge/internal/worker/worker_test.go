@@ -255,7 +255,8 @@ func marshal(t *testing.T, v any) string {
 func putQueued(t *testing.T, tr *transport.Transport, env envelope.Envelope) {
 	t.Helper()
 	require.NoError(t, tr.Store.PutTask(context.Background(), store.Record{TaskID: env.TaskID, Kind: string(env.Kind),
-		RunID: env.RunID, StepKey: env.StepKey, Attempt: env.Attempt, Queue: env.Queue, State: store.Queued, QueuedAt: env.SentAt}))
+		RunID: env.RunID, StepKey: env.StepKey, Attempt: env.Attempt, Queue: env.Queue, State: store.Queued, QueuedAt: env.SentAt,
+		BodyDigest: envelope.Digest([]byte(marshal(t, env)))}))
 }
 
 // send puts a raw body on the queue with the given attributes.
@@ -561,12 +562,22 @@ func TestWorkerDeadLettersBadMessages(t *testing.T) {
 	child := newFakeChild(t, "")
 	ctx := context.Background()
 
-	// An unsigned message naming a queued task: the task id is not authenticated,
+	// An unsigned forgery naming a queued task: the task id is not authenticated,
 	// so the task's record must not change.
 	victim := stepEnvelope("victim", "args")
 	putQueued(t, tr, victim)
-	unsigned := marshal(t, victim)
+	forged := victim
+	forged.Args = "forged-args"
+	unsigned := marshal(t, forged)
 	send(t, tr, testQueue, unsigned, map[string]string{submit.AttrTaskID: victim.TaskID})
+
+	// The submitted body, signed with another key: the record vouches for the
+	// body, so the keys differ and the task fails, saying so.
+	missigned := stepEnvelope("op_other_key", "args")
+	putQueued(t, tr, missigned)
+	missignedBody := marshal(t, missigned)
+	send(t, tr, testQueue, missignedBody, map[string]string{submit.AttrTaskID: missigned.TaskID,
+		submit.AttrSignature: envelope.Sign([]byte("another-deployment's-key"), []byte(missignedBody))})
 
 	// A body altered after signing: the signature is valid, but of another body.
 	orig := stepEnvelope("op_tampered", "args")
@@ -592,17 +603,20 @@ func TestWorkerDeadLettersBadMessages(t *testing.T) {
 	require.Contains(t, failed.Reason, "dead-lettered")
 	require.Contains(t, failed.Reason, `unknown task kind "shell"`)
 	require.Nil(t, failed.ExitCode)
+	mismatch := waitState(t, tr, missigned.TaskID, store.Failed)
+	require.Contains(t, mismatch.Reason, "share one signing key")
 
 	dlq, err := tr.Queues.DLQURL(ctx, testQueue)
 	require.NoError(t, err)
 	reasons := map[string]string{} // body → dead-letter reason
-	for _, m := range receiveAll(t, tr, dlq, 4) {
+	for _, m := range receiveAll(t, tr, dlq, 5) {
 		reasons[aws.ToString(m.Body)] = sqsx.Attr(m, "dagster_taskiq_dead_letter_reason")
 		if aws.ToString(m.Body) == unknownBody {
 			require.NotEmpty(t, sqsx.Attr(m, submit.AttrSignature), "a signed message keeps its signature in the DLQ")
 		}
 	}
 	require.Contains(t, reasons[unsigned], "signature")
+	require.Contains(t, reasons[missignedBody], "signing key")
 	require.Contains(t, reasons[marshal(t, tampered)], "signature")
 	require.Contains(t, reasons[malformed], "not an envelope")
 	require.Contains(t, reasons[unknownBody], "unknown task kind")
