@@ -41,7 +41,7 @@ def core_config_schema() -> dict[str, Field]:
 
 
 # The executor's own keys, which Dagster's executor machinery consumes; every other key is the core's.
-EXECUTOR_KEYS = ("retries", "max_concurrent", "tag_concurrency_limits")
+EXECUTOR_KEYS = ("retries", "max_concurrent", "tag_concurrency_limits", "poll_interval_seconds")
 
 
 def _resolve_env(key: str, value: Any) -> Any:

@@ -130,7 +130,14 @@ func TaskHealth(configJSON, taskID string) (string, error) {
 			}
 		}
 		v := health.Check(rec, in)
-		if v.WorkerLost {
+		if v.Abandoned {
+			// The marker first, as for any cancel: a worker that claims the
+			// message later reads it and drops the task unrun.
+			if err := t.Store.MarkCanceled(ctx, taskID); err != nil {
+				return "", err
+			}
+		}
+		if v.WorkerLost || v.Abandoned {
 			now := in.Now
 			rec.State, rec.Reason, rec.FinishedAt = store.Failed, v.Reason, &now
 			if err := t.Store.PutTask(ctx, rec); err != nil {

@@ -116,6 +116,15 @@ def test_step_nobody_takes_fails_naming_its_queue(stack):
     records = instance.get_records_for_run(run.run_id).records
     assert any("No live worker listens to queue nobody" in r.event_log_entry.user_message for r in records)
 
+    # The failed step's message is still in the queue: a worker started later must drop it unrun.
+    _, _, workers, config, tmp = stack
+    task_id = f"{run.run_id}/waits_forever/1"
+    late = workers["late"] = Worker("late", ["nobody"], str(tmp), concurrency=1)
+    wait_for(lambda: "canceled before it started" in late.log(), 60, "the late worker to drop the step")
+    assert "task started" not in late.log(), late.log()
+    record = call_json("TaskStatus", config, task_id)
+    assert record["state"] == "FAILED" and "max_queue_wait_seconds=2" in record["reason"], record
+
 
 def test_invalid_executor_config_fails_at_run_start_naming_the_key(stack):
     run, instance = run_job(stack, "misconfigured")

@@ -28,6 +28,9 @@ type Verdict struct {
 	// WorkerLost is set when the verdict turned a RUNNING record FAILED; the
 	// caller records that, so the lost worker's children are stopped if it returns.
 	WorkerLost bool `json:"worker_lost,omitempty"`
+	// Abandoned is set when the verdict failed a QUEUED task nobody took in
+	// time; the caller cancels the task, so a worker started later drops it.
+	Abandoned bool `json:"abandoned,omitempty"`
 }
 
 // Inputs are the facts besides the record.
@@ -51,7 +54,7 @@ func Check(rec store.Record, in Inputs) Verdict {
 			v.Healthy = true
 			return v
 		}
-		v.Status = Failed
+		v.Status, v.Abandoned = Failed, true
 		v.Reason = fmt.Sprintf("task %s waited %s in queue %q (band %s) and no live worker listens to that queue "+
 			"(max_queue_wait_seconds=%d); start one with `dagster-taskiq-go worker start -q %s`",
 			rec.TaskID, waited.Round(time.Second), rec.Queue, rec.Band, int(in.MaxQueueWait.Seconds()), rec.Queue)

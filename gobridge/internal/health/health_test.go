@@ -52,6 +52,7 @@ func TestCheck(t *testing.T) {
 			require.Equal(t, tt.healthy, v.Healthy)
 			require.Contains(t, v.Reason, tt.reason)
 			require.Equal(t, tt.workerLost, v.WorkerLost)
+			require.Equal(t, tt.rec.State == store.Queued && !tt.healthy, v.Abandoned, "a QUEUED task failed for its wait is abandoned")
 		})
 	}
 }

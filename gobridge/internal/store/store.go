@@ -30,6 +30,9 @@ const (
 	Canceled State = "CANCELED"
 )
 
+// Finished reports whether the state is final.
+func (s State) Finished() bool { return s == Success || s == Failed || s == Canceled }
+
 // Record is a task's state as stored in <prefix>/tasks/<task_id>.json.
 type Record struct {
 	TaskID     string     `json:"task_id"`

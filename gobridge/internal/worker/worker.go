@@ -285,6 +285,12 @@ func (w *Worker) handle(q *sqsx.Queue, url string, m types.Message) {
 	rec := store.Record{TaskID: env.TaskID, Kind: string(env.Kind), RunID: env.RunID, StepKey: env.StepKey,
 		Attempt: env.Attempt, Queue: env.Queue, Band: env.Band, QueuedAt: env.SentAt, WorkerID: w.id, Host: w.host}
 	if canceled {
+		// A task failed or canceled by others (e.g. nobody took it in time)
+		// keeps what they recorded.
+		if cur, err := w.tr.Store.GetTask(ctx, env.TaskID); err == nil && cur.State.Finished() {
+			log.Info("task canceled before it started; dropping it", "record_state", cur.State)
+			return
+		}
 		w.finish(ctx, log, rec, store.Canceled, nil, "canceled before it started")
 		return
 	}
