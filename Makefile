@@ -9,12 +9,12 @@ export CGO_LDFLAGS_ALLOW := -fwrapv
 GO_SRC := go.mod go.sum $(shell find gobridge -name '*.go' 2>/dev/null)
 PY_SRC := setup.py pyproject.toml $(shell find dagster_taskiq_go pyshim -name '*.py' 2>/dev/null)
 
-.PHONY: help venv tools install build wheel wheel-smoke test test-go test-py test-faults lint demo clean check-go
+.PHONY: help venv tools install build wheel wheel-smoke test test-go test-py test-faults lint demo screenshots clean check-go
 
 help:
 	@echo "make demo     set up everything and run the local demo (moto + workers + example job)"
 	@echo "make test     run all tests (Go and Python)"
-	@echo "make install | build | wheel | test-go | test-py | test-faults | lint | clean"
+	@echo "make install | build | wheel | test-go | test-py | test-faults | lint | screenshots | clean"
 
 check-go:
 	@command -v go >/dev/null || { echo "Go 1.26 is required to build the core: install it and retry"; exit 1; }
@@ -73,11 +73,17 @@ test-faults: install
 lint: venv
 	go vet ./gobridge/...
 	@test -z "$$(gofmt -l gobridge tools)" || { gofmt -l gobridge tools; echo "gofmt: files above need formatting"; exit 1; }
-	$(VENV)/bin/ruff check dagster_taskiq_go pyshim tests examples setup.py
-	$(VENV)/bin/ruff format --check dagster_taskiq_go pyshim tests examples setup.py
+	$(VENV)/bin/ruff check dagster_taskiq_go pyshim tests examples docs/screenshots setup.py
+	$(VENV)/bin/ruff format --check dagster_taskiq_go pyshim tests examples docs/screenshots setup.py
 
 demo: install
 	$(VENV)/bin/dagster-taskiq-go dev
+
+# docs/images/ from a real run of examples/s3_project in the Dagster UI, shot by headless Chromium
+# (installed with apt-get when missing and root).
+screenshots: install
+	command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q chromium; }
+	$(PY) docs/screenshots/take.py
 
 clean:
 	rm -rf build dist *.egg-info dagster_taskiq_go/_native $(VENV)/.install-stamp

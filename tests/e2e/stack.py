@@ -130,13 +130,10 @@ def create_queues(env: dict[str, str], *queues: str) -> str:
     from dagster_taskiq_go._pyshim import call
     from dagster_taskiq_go.config import core_config_json
 
-    config = core_config_json(
-        {
-            "s3_bucket": env["DAGSTER_TASKIQ_S3_BUCKET"],
-            "endpoint_url": env["DAGSTER_TASKIQ_ENDPOINT_URL"],
-            "queue_prefix": env["DAGSTER_TASKIQ_QUEUE_PREFIX"],
-        }
-    )
+    config = {"s3_bucket": env["DAGSTER_TASKIQ_S3_BUCKET"], "endpoint_url": env["DAGSTER_TASKIQ_ENDPOINT_URL"]}
+    if "DAGSTER_TASKIQ_QUEUE_PREFIX" in env:  # absent: the default prefix
+        config["queue_prefix"] = env["DAGSTER_TASKIQ_QUEUE_PREFIX"]
+    config = core_config_json(config)
     for queue in queues:
         call("QueueCreate", config, queue, "high,normal,low")
     return config
