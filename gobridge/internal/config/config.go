@@ -75,7 +75,13 @@ var workerSideKeys = map[string]string{
 	"concurrency":                "worker start --concurrency",
 	"run_concurrency":            "worker start --run-concurrency",
 	"grace_period_seconds":       "worker start --grace-period",
-	"visibility_timeout":         "queue create --visibility-timeout",
+}
+
+// notSettings are keys that dagster-celery or the earlier dagster-taskiq had
+// and that mean nothing here, with why.
+var notSettings = map[string]string{
+	"visibility_timeout": "a task's life is not bound by SQS visibility (workers hold a lease in the task record); " +
+		"the queues' own VisibilityTimeout (120 s from `queue create`) only covers receive → claim → delete",
 }
 
 var queueNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -155,6 +161,8 @@ func (s *Source) decode(data []byte) error {
 		default:
 			if opt, ok := workerSideKeys[key]; ok {
 				errs = append(errs, fmt.Errorf("key \"config_source.%s\" is a worker-side setting: set it with `%s`", key, opt))
+			} else if why, ok := notSettings[key]; ok {
+				errs = append(errs, fmt.Errorf("key \"config_source.%s\" is not a setting: %s", key, why))
 			} else {
 				errs = append(errs, unknownKey("config_source.", key, sourceKeys))
 			}

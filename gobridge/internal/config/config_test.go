@@ -50,6 +50,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`unknown key "config_source.payload_size"`, "valid keys: payload_threshold_bytes, max_queue_wait_seconds"}},
 		{"worker-side key in config_source", `{"s3_bucket": "b", "config_source": {"heartbeat_interval_seconds": 3}}`,
 			[]string{`"config_source.heartbeat_interval_seconds" is a worker-side setting`, "worker start --heartbeat-interval"}},
+		{"a celery-era key that means nothing here", `{"s3_bucket": "b", "config_source": {"visibility_timeout": 600}}`,
+			[]string{`"config_source.visibility_timeout" is not a setting`, "lease"}},
 		{"threshold range", `{"s3_bucket": "b", "config_source": {"payload_threshold_bytes": 10}}`,
 			[]string{`"config_source.payload_threshold_bytes": 10 is outside`}},
 		{"explicit zero is not the default", `{"s3_bucket": "b", "config_source": {"payload_threshold_bytes": 0}}`,

@@ -76,6 +76,9 @@ func New(api *s3.Client, bucket, prefix string) *Store {
 	return &Store{api: api, bucket: bucket, prefix: prefix}
 }
 
+// API is the S3 client, for tests and tools that need a call the store does not make.
+func (s *Store) API() *s3.Client { return s.api }
+
 // Bucket names the bucket.
 func (s *Store) Bucket() string { return s.bucket }
 
@@ -183,7 +186,12 @@ func (s *Store) EnsureBucket(ctx context.Context) error {
 	if _, err := s.api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)}); err == nil {
 		return nil
 	}
-	_, err := s.api.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.bucket)})
+	in := &s3.CreateBucketInput{Bucket: aws.String(s.bucket)}
+	// us-east-1 is the one region that refuses an explicit location constraint.
+	if region := s.api.Options().Region; region != "" && region != "us-east-1" {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(region)}
+	}
+	_, err := s.api.CreateBucket(ctx, in)
 	var owned *types.BucketAlreadyOwnedByYou
 	if errors.As(err, &owned) {
 		return nil

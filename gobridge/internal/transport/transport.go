@@ -48,7 +48,8 @@ func (t *Transport) Listeners(ctx context.Context, queue string) (int, error) {
 	}
 	n := 0
 	for _, w := range t.workers {
-		if w.Live(now) && !w.Stopping && slices.Contains(w.Queues, queue) {
+		// Live as of the listing: a cached listing must not make live workers look stale.
+		if w.Live(t.workersRead) && !w.Stopping && slices.Contains(w.Queues, queue) {
 			n++
 		}
 	}
