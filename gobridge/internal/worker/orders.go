@@ -14,6 +14,10 @@ import (
 // missing) before its control queue counts as garbage.
 const staleControlAfter = 10 * time.Minute
 
+// staleRecordAfter is how long `worker list` goes on showing a worker that
+// died without cleaning up, as stale, before its record is deleted.
+const staleRecordAfter = 24 * time.Hour
+
 // orders listens on the worker's own control queue, so a cancel or a stop
 // arrives within one long-poll wake instead of at the next heartbeat. Cancel
 // markers in S3 stay the fallback when the queue is unreachable.
@@ -88,8 +92,8 @@ func (o *orders) close() {
 	}
 }
 
-// collectGarbage deletes the control queues of workers that died without
-// cleaning up (kill -9, host loss).
+// collectGarbage deletes the control queues, and later the records, of
+// workers that died without cleaning up (kill -9, host loss).
 func (o *orders) collectGarbage() {
 	ctx, cancel := o.w.writeCtx()
 	defer cancel()
@@ -107,6 +111,11 @@ func (o *orders) collectGarbage() {
 	for _, rec := range workers {
 		if now.Sub(rec.HeartbeatAt) < staleControlAfter {
 			alive[o.w.tr.Queues.ControlName(rec.WorkerID)] = true
+		}
+		if now.Sub(rec.HeartbeatAt) > staleRecordAfter {
+			if err := o.w.tr.Store.DeleteWorker(ctx, rec.WorkerID); err == nil {
+				o.w.log.Info("deleted the record of a worker silent for a day", "stale_worker", rec.WorkerID)
+			}
 		}
 	}
 	for _, url := range urls {

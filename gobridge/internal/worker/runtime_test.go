@@ -94,6 +94,44 @@ func TestWorkerRegistersItselfAndCleansUp(t *testing.T) {
 	require.Empty(t, url, "a clean exit deletes the control queue")
 }
 
+func TestWorkerCollectsWhatDeadWorkersLeft(t *testing.T) {
+	setKey(t)
+	tr := newTransport(t, nil)
+	ctx := context.Background()
+	dead := func(id string, silent time.Duration) string {
+		require.NoError(t, tr.Store.PutWorker(ctx, store.WorkerRecord{WorkerID: id, Queues: []string{testQueue},
+			HeartbeatAt: time.Now().UTC().Add(-silent), HeartbeatEvery: 5}))
+		url, err := tr.Queues.CreateControl(ctx, id)
+		require.NoError(t, err)
+		return url
+	}
+	dead("recent", time.Minute)
+	dead("hour", time.Hour)
+	dead("days", 48*time.Hour)
+
+	startWorker(t, tr, newFakeChild(t, ""), Options{})
+	controls := func() []string {
+		var ids []string
+		for _, id := range []string{"recent", "hour", "days"} {
+			if url, err := tr.Queues.ControlURL(ctx, id); err == nil && url != "" {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	require.Eventually(t, func() bool { return slices.Equal(controls(), []string{"recent"}) }, deadline, tick,
+		"control queues of workers silent for over 10 minutes are deleted: %v", controls())
+	require.Eventually(t, func() bool {
+		records, err := tr.Store.ListWorkers(ctx)
+		var ids []string
+		for _, r := range records {
+			ids = append(ids, r.WorkerID)
+		}
+		slices.Sort(ids)
+		return err == nil && slices.Contains(ids, "hour") && !slices.Contains(ids, "days")
+	}, deadline, tick, "records stay for a day, shown as stale, then go")
+}
+
 func TestWorkerCancelArrivesThroughControlQueue(t *testing.T) {
 	setKey(t)
 	tr := newTransport(t, nil)
