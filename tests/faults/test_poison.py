@@ -30,11 +30,12 @@ JOBS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "jobs", "fa
 REASON_ATTR = "dagster_taskiq_dead_letter_reason"
 
 
-def sign(env: dict, body: str) -> str:
+def sign(key: str, body: str) -> str:
     """HMAC-SHA256 of a body, as submitters sign. The product signs only the envelopes it builds (it
     offers no way to sign arbitrary bytes, rightly), but an authentic yet unrunnable message is what a
-    buggy or newer submitter holding the key would send: only signing here can make one."""
-    return hmac.new(env["DAGSTER_TASKIQ_SIGNING_KEY"].encode(), body.encode(), hashlib.sha256).hexdigest()
+    buggy or newer submitter holding the key would send, and a submitter with another key signs
+    genuine bodies the workers cannot verify: only signing here can make them."""
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
 
 
 def attrs(**values: str) -> dict:
@@ -59,8 +60,8 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
         request = {"kind": "execute_step", "run_id": "poison-run", "step_key": step_key, "attempt": 1, "args": args}
         return call_json("Submit", config, json.dumps(request))
 
-    # Two submitted envelopes, taken off the queue so that only the test's altered copies reach the worker.
-    tampered, unknown = submit("tampered")["task_id"], submit("unknown")["task_id"]
+    # Three submitted envelopes, taken off the queue so that only the test's altered copies reach the worker.
+    tampered, unknown, other_key = (submit(step)["task_id"] for step in ("tampered", "unknown", "other_key"))
     genuine = {}
 
     def take_genuine():
@@ -69,9 +70,9 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
         ):
             genuine[m["MessageAttributes"]["dagster_taskiq_task_id"]["StringValue"]] = m
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return len(genuine) == 2
+        return len(genuine) == 3
 
-    wait_for(take_genuine, 30, "the two submitted messages")
+    wait_for(take_genuine, 30, "the three submitted messages")
 
     # Bad signature: the envelope with other args, sent with the genuine signature.
     tampered_body = json.dumps(json.loads(genuine[tampered]["Body"]) | {"args": "other-args"})
@@ -84,8 +85,17 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
 
     # Malformed JSON, validly signed.
     malformed = '{"v": 1, "kind": "execute_step", "task_id": '
+    key = env["DAGSTER_TASKIQ_SIGNING_KEY"]
     sqs.send_message(
-        QueueUrl=url, MessageBody=malformed, MessageAttributes=attrs(dagster_taskiq_sig=sign(env, malformed))
+        QueueUrl=url, MessageBody=malformed, MessageAttributes=attrs(dagster_taskiq_sig=sign(key, malformed))
+    )
+
+    # The genuine body, signed by a submitter with another key.
+    other_body = genuine[other_key]["Body"]
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody=other_body,
+        MessageAttributes=attrs(dagster_taskiq_sig=sign("another-key", other_body), dagster_taskiq_task_id=other_key),
     )
 
     # Unknown kind, validly signed: the other envelope with its kind changed, signed again.
@@ -93,14 +103,14 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
     sqs.send_message(
         QueueUrl=url,
         MessageBody=unknown_body,
-        MessageAttributes=attrs(dagster_taskiq_sig=sign(env, unknown_body), dagster_taskiq_task_id=unknown),
+        MessageAttributes=attrs(dagster_taskiq_sig=sign(key, unknown_body), dagster_taskiq_task_id=unknown),
     )
 
     # A payload pointer to a missing object: args above the threshold travel through S3; delete them.
     offloaded = submit("offloaded", args="x" * 300_000)
     assert offloaded["payload_offloaded"]
-    key = f"dagster-taskiq/payloads/{offloaded['task_id']}"
-    aws_client(env, "s3").delete_object(Bucket=env["DAGSTER_TASKIQ_S3_BUCKET"], Key=key)
+    payload_key = f"dagster-taskiq/payloads/{offloaded['task_id']}"
+    aws_client(env, "s3").delete_object(Bucket=env["DAGSTER_TASKIQ_S3_BUCKET"], Key=payload_key)
 
     worker = Worker("poison", ["dagster"], str(tmp_path))
     try:
@@ -111,9 +121,9 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
                 QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=60
             ).get("Messages", []):
                 reasons[m["Body"]] = m["MessageAttributes"][REASON_ATTR]["StringValue"]
-            return len(reasons) >= 3
+            return len(reasons) >= 4
 
-        wait_for(dead_letters, 60, "three dead letters")
+        wait_for(dead_letters, 60, "four dead letters")
         payload = wait_for(
             lambda: (r := task_record(config, offloaded["task_id"])) and r["state"] != "QUEUED" and r, 60, "payload"
         )
@@ -139,6 +149,7 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
     cases = [  # fault, expected outcome, dead-letter reason, record, what the worker's log line says
         ("bad signature (signed body altered)", "DLQ, record untouched", tampered_body, tampered, "signature"),
         ("malformed JSON, validly signed", "DLQ", malformed, None, "not an envelope"),
+        ("genuine body signed with another key", "DLQ, record FAILED naming the key", other_body, other_key, "key"),
         ('unknown kind "shell", validly signed', "DLQ, record FAILED", unknown_body, unknown, "unknown task kind"),
     ]
     assert reasons[tampered_body] == "missing or invalid signature"
@@ -147,6 +158,8 @@ def test_poison_messages_are_refused_and_the_worker_keeps_serving(env, tmp_path,
     assert task_record(config, tampered)["state"] == "QUEUED", "an unauthenticated message must not fail its task"
     verdict = call_json("TaskHealth", config, tampered)  # nor may the health check's look into the DLQ
     assert verdict["status"] == "QUEUED" and verdict["healthy"], verdict
+    mismatch = task_record(config, other_key)
+    assert mismatch["state"] == "FAILED" and "share one signing key" in mismatch["reason"], mismatch
     failed = task_record(config, unknown)
     assert failed["state"] == "FAILED" and failed["reason"] == 'dead-lettered: unknown task kind "shell"', failed
     for _, _, _, _, logged in cases:
