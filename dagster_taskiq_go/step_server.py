@@ -20,6 +20,7 @@ closing the server's stdin stops the server.
 """
 
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -198,6 +199,9 @@ def handle(conn: socket.socket, listener: socket.socket, warmth: Warmth, childre
             send(conn, {"cold": reason})
             conn.close()
             return
+        # What the server holds is never garbage: keep the collector off those pages, so that a
+        # child does not copy them by touching them.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             run_child(conn, listener, stdout_fd, request)

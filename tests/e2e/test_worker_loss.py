@@ -22,11 +22,11 @@ def test_kill_9_of_a_worker(moto_endpoint, tmp_path):
     try:
         config = create_queues(os.environ, "dagster")
         shorten_visibility(os.environ, "dagster", seconds=3)
-        # A stand-in task interpreter that records each start and then sleeps.
+        # A stand-in task interpreter that records each start and then sleeps (cold: it cannot be a step server).
         fake = tmp_path / "fake-python"
         fake.write_text(f"#!/bin/sh\necho $$ >> {tmp_path}/runs\nexec sleep 300\n")
         fake.chmod(0o755)
-        extra = ("--heartbeat-interval", "1", "--python", str(fake))
+        extra = ("--heartbeat-interval", "1", "--python", str(fake), "--step-process", "cold")
         doomed = Worker("doomed", ["dagster"], str(tmp_path), extra=extra)
         request = {"kind": "execute_step", "run_id": "run-x", "step_key": "s", "attempt": 1, "args": "a"}
         task_id = call_json("Submit", config, json.dumps(request))["task_id"]
@@ -53,7 +53,7 @@ def test_kill_9_of_a_worker(moto_endpoint, tmp_path):
         # A healthy worker on the same queue never runs it again. The message was deleted after the claim,
         # or, if the SIGKILL beat that delete, it comes back after the (shortened) visibility timeout and
         # the claim refuses it: either way the queue drains without a second start.
-        rescuer = Worker("rescuer", ["dagster"], str(tmp_path), extra=("--python", str(fake)))
+        rescuer = Worker("rescuer", ["dagster"], str(tmp_path), extra=("--python", str(fake), "--step-process", "cold"))
         try:
 
             def drained():

@@ -44,6 +44,11 @@ const (
 	stopTimeout = 10 * time.Second
 )
 
+// readyTimeout bounds the server's start (importing Dagster); a server that
+// never says it is ready (a --python that is not a Python with Dagster, say)
+// is killed and tried again later. A variable so tests can shorten it.
+var readyTimeout = 2 * time.Minute
+
 // ErrUnavailable means no server is ready: take the cold path.
 var ErrUnavailable = errors.New("step server not ready")
 
@@ -171,10 +176,21 @@ func (s *Server) runOnce() error {
 	logged.Go(func() { s.readOutput(out) })
 	stopped := make(chan struct{})
 	go func() {
-		select {
-		case <-s.stop:
-			stdin.Close() // the server's signal to stop
-		case <-stopped:
+		notReady := time.NewTimer(readyTimeout)
+		defer notReady.Stop()
+		for {
+			select {
+			case <-s.stop:
+				stdin.Close() // the server's signal to stop
+				return
+			case <-notReady.C:
+				if !s.ready.Load() {
+					s.cfg.Log.Error("step server not ready in time; killing it", "waited", readyTimeout, "python", s.cfg.Python)
+					_ = cmd.Process.Kill()
+				}
+			case <-stopped:
+				return
+			}
 		}
 	}()
 	logged.Wait()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -72,6 +74,21 @@ func TestKilledServerIsRestarted(t *testing.T) {
 	waitReady(t, s, logs)
 	require.NotEqual(t, first, s.pid())
 	require.Contains(t, logs.String(), "step server exited")
+}
+
+func TestServerNeverReadyIsKilled(t *testing.T) {
+	defer func(d time.Duration) { readyTimeout = d }(readyTimeout)
+	readyTimeout = 500 * time.Millisecond
+	silent := filepath.Join(t.TempDir(), "silent-python")
+	require.NoError(t, os.WriteFile(silent, []byte("#!/bin/sh\nexec sleep 300\n"), 0o755))
+	logs := &syncBuffer{}
+	s, err := Start(Config{Python: silent, Env: os.Environ(), Log: slog.New(slog.NewTextHandler(logs, nil))})
+	require.NoError(t, err)
+	t.Cleanup(s.Stop)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "step server exited") }, 10*time.Second,
+		20*time.Millisecond, "a server that never says it is ready is killed: %s", logs)
+	require.Contains(t, logs.String(), "not ready in time")
+	require.False(t, s.Ready())
 }
 
 func TestStopEndsTheServer(t *testing.T) {
