@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import BoolSource, Field, Permissive, StringSource
+from dagster import BoolSource, Field, IntSource, Permissive, StringSource
 
 from dagster_taskiq_go._pyshim import call_json
 
@@ -22,6 +22,7 @@ CORE_KEYS = (
     "s3_bucket",
     "s3_prefix",
     "create_missing_queues",
+    "aws_retry_max_seconds",
     "config_source",
 )
 
@@ -43,6 +44,11 @@ def core_config_schema() -> dict[str, Field]:
             BoolSource,
             default_value=False,
             description="Create unknown queues on first use instead of failing (off: a typo is an error).",
+        ),
+        "aws_retry_max_seconds": Field(
+            IntSource,
+            is_required=False,
+            description="How long one SQS/S3 call retries failures before failing (1..100; default 60).",
         ),
         "config_source": Field(
             Permissive(),
