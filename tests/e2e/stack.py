@@ -7,11 +7,17 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import contextmanager
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from dagster_taskiq_go.dev import free_port, start_worker, stop_process
+from dagster_taskiq_go.tags import TASK_ID_TAG
 
+JOBS_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "jobs"))
+MONITORING_JOBS = os.path.join(JOBS_DIR, "monitoring_jobs.py")
+STEP_START = DagsterEventType.STEP_START
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -139,19 +145,46 @@ def create_queues(env: dict[str, str], *queues: str) -> str:
     return config
 
 
-def shorten_visibility(env: dict[str, str], queue: str, seconds: int) -> None:
-    """Sets the visibility timeout of a queue's normal band, so a test can watch a redelivery."""
+def aws_client(env: dict[str, str], service: str):
+    """A boto3 client for the stack's endpoint: the test's independent view of SQS or S3."""
     import boto3
 
-    sqs = boto3.client(
-        "sqs",
+    return boto3.client(
+        service,
         endpoint_url=env["DAGSTER_TASKIQ_ENDPOINT_URL"],
         region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+def shorten_visibility(env: dict[str, str], queue: str, seconds: int) -> None:
+    """Sets the visibility timeout of a queue's normal band, so a test can watch a redelivery."""
+    sqs = aws_client(env, "sqs")
     url = sqs.get_queue_url(QueueName=env["DAGSTER_TASKIQ_QUEUE_PREFIX"] + queue)["QueueUrl"]
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)})
+
+
+def deliver_twice(env: dict[str, str], sqs_queue: str, timeout: float = 120) -> dict:
+    """Takes the next message off an SQS queue (its full name without the prefix, e.g. "dagster" or
+    "dagster-runs") and puts two copies back with its body and message attributes, as an at-least-once
+    queue may deliver it. Returns the original message."""
+    sqs = aws_client(env, "sqs")
+    url = sqs.get_queue_url(QueueName=env["DAGSTER_TASKIQ_QUEUE_PREFIX"] + sqs_queue)["QueueUrl"]
+
+    def receive():
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, MessageAttributeNames=["All"], WaitTimeSeconds=1)
+        return got.get("Messages", [None])[0]
+
+    message = wait_for(receive, timeout, f"a message on {sqs_queue}", interval=0)
+    attributes = {
+        name: {"DataType": a["DataType"], "StringValue": a["StringValue"]}
+        for name, a in message.get("MessageAttributes", {}).items()
+    }
+    for _ in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=message["Body"], MessageAttributes=attributes)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return message
 
 
 def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):
@@ -184,13 +217,18 @@ run_launcher:
 """
 
 
-def write_launcher_home(home: str, run_monitoring: dict | None = None) -> str:
+def write_launcher_home(
+    home: str, run_monitoring: dict | None = None, storage: dict | None = None, launcher: bool = True
+) -> str:
     """Creates a DAGSTER_HOME whose dagster.yaml uses TaskiqRunLauncher (transport from the environment)
-    and the QueuedRunCoordinator, with an optional run_monitoring block; returns the home."""
+    and the QueuedRunCoordinator, with optional run_monitoring and storage blocks; returns the home.
+    launcher=False keeps Dagster's default launcher (runs in the code server's subprocesses)."""
     import yaml
 
     os.makedirs(home, exist_ok=True)
-    text = LAUNCHER_DAGSTER_YAML
+    text = LAUNCHER_DAGSTER_YAML if launcher else LAUNCHER_DAGSTER_YAML.split("run_launcher:")[0]
+    if storage is not None:
+        text += yaml.safe_dump({"storage": storage})
     if run_monitoring is not None:
         text += yaml.safe_dump({"run_monitoring": run_monitoring})
     with open(os.path.join(home, "dagster.yaml"), "w") as f:
@@ -206,3 +244,104 @@ def task_record(config: str, task_id: str) -> dict | None:
         return call_json("TaskStatus", config, task_id)
     except Exception:
         return None
+
+
+class Stack:
+    def __init__(self, dev, instance, config, tmp, workers):
+        self.dev, self.instance, self.config, self.tmp, self.workers = dev, instance, config, tmp, workers
+
+    def submit(self, job: str, **kwargs) -> str:
+        return self.dev.client().submit_job_execution(job, **kwargs)
+
+    def run_task(self, run_id: str) -> str:
+        """The run's current task id (the launcher tags the run with it when it submits)."""
+        return wait_for(
+            lambda: self.instance.get_run_by_id(run_id).tags.get(TASK_ID_TAG), 120, f"run {run_id} to be submitted"
+        )
+
+    def running(self, run_id: str, task_id: str, timeout: float = 180) -> dict:
+        """Waits for a task of the run to run; fails at once, with the run's errors, if the run ends first."""
+
+        def check():
+            record = task_record(self.config, task_id)
+            if record and record["state"] == "RUNNING" and record.get("pid"):
+                return record
+            run = self.instance.get_run_by_id(run_id)
+            if run.is_finished:
+                raise AssertionError(
+                    f"run {run_id} ended {run.status} before task {task_id} ran:\n{self.errors(run_id)}"
+                )
+            return None
+
+        return wait_for(check, timeout, f"task {task_id} to run")
+
+    def errors(self, run_id: str) -> str:
+        """The run's failures and errors, then the workers' logs, for assertion messages."""
+        messages = []
+        for record in self.instance.get_records_for_run(run_id).records:
+            event = record.event_log_entry.dagster_event
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            if error is not None or (event and event.event_type == DagsterEventType.RUN_FAILURE):
+                messages.append(f"{record.event_log_entry.user_message}\n{error.to_string() if error else ''}")
+        return "\n".join(messages)[-4000:] + "\n" + self.logs()
+
+    def op_started(self, run_id: str, step_key: str) -> None:
+        """Waits until the op's body runs (its STEP_START is in the event log)."""
+
+        def check():
+            if step_key in {e.dagster_event.step_key for e in step_events(self.instance, run_id, STEP_START)}:
+                return True
+            if self.instance.get_run_by_id(run_id).is_finished:
+                raise AssertionError(f"run {run_id} ended before op {step_key} started:\n{self.errors(run_id)}")
+            return False
+
+        wait_for(check, 120, f"op {step_key} to start")
+
+    def finished_record(self, task_id: str) -> dict:
+        return wait_for(
+            lambda: (r := task_record(self.config, task_id)) and r["state"] not in ("QUEUED", "RUNNING") and r,
+            60,
+            f"task {task_id} to finish",
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {name}\n{w.log()[-1500:]}" for name, w in self.workers.items())
+
+
+@contextmanager
+def launcher_stack(
+    moto_endpoint,
+    tmp_path_factory,
+    name,
+    queues,
+    workers,
+    run_monitoring=None,
+    jobs=MONITORING_JOBS,
+    storage=None,
+    launcher=True,
+):
+    """A DAGSTER_HOME using TaskiqRunLauncher (or, with launcher=False, Dagster's default launcher), its
+    queues, workers ({name: (queues, options)}) and `dagster dev` serving jobs. moto_endpoint is what
+    every client talks to (moto itself, or a proxy in front of it)."""
+    tmp = tmp_path_factory.mktemp(name)
+    home = write_launcher_home(str(tmp / "dagster_home"), run_monitoring, storage, launcher)
+    patch = pytest.MonkeyPatch()
+    for key, value in transport_env(moto_endpoint, name).items():
+        patch.setenv(key, value)
+    patch.setenv("TASKIQ_TEST_DIR", str(tmp))
+    started, dev, instance = {}, None, None
+    try:
+        config = create_queues(os.environ, *queues)
+        for worker_name, (worker_queues, options) in workers.items():
+            started[worker_name] = Worker(worker_name, worker_queues, str(tmp), **options)
+        dev = DagsterDev(jobs, home, str(tmp))
+        instance = DagsterInstance.from_config(home)
+        yield Stack(dev, instance, config, tmp, started)
+    finally:
+        if instance is not None:
+            instance.dispose()
+        if dev is not None:
+            dev.stop()
+        for worker in started.values():
+            worker.stop()
+        patch.undo()
