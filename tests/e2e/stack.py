@@ -49,6 +49,36 @@ class Worker:
         return stop_process(self.proc, timeout)
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (VmRSS) or its peak (VmHWM) in KiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def dagster_home(tmp, dagster_yaml: str = "telemetry:\n  enabled: false\n") -> str:
     """A DAGSTER_HOME under tmp holding dagster_yaml."""
     home = tmp / "dagster_home"

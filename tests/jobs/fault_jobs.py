@@ -85,7 +85,7 @@ def spread(config: Width):
 
 @op(tags=STEPS)
 def unit(context: OpExecutionContext, i: int) -> int:
-    note(f"end {context.op_handle.name}[{context.get_mapping_key()}] {context.retry_number} {os.getpid()}")
+    note(f"end {context.run_id}/{context.op_handle.name}[{context.get_mapping_key()}] {context.retry_number}")
     return i
 
 
