@@ -9,12 +9,12 @@ export CGO_LDFLAGS_ALLOW := -fwrapv
 GO_SRC := go.mod go.sum $(shell find gobridge -name '*.go' 2>/dev/null)
 PY_SRC := setup.py pyproject.toml $(shell find dagster_taskiq_go pyshim -name '*.py' 2>/dev/null)
 
-.PHONY: help venv tools install build wheel wheel-smoke test test-go test-py test-faults lint demo screenshots clean check-go
+.PHONY: help venv tools install build wheel wheel-smoke test test-go test-py test-faults test-load lint demo screenshots clean check-go
 
 help:
 	@echo "make demo     set up everything and run the local demo (moto + workers + example job)"
 	@echo "make test     run all tests (Go and Python)"
-	@echo "make install | build | wheel | test-go | test-py | test-faults | lint | screenshots | clean"
+	@echo "make install | build | wheel | test-go | test-py | test-faults | test-load | lint | screenshots | clean"
 
 check-go:
 	@command -v go >/dev/null || { echo "Go 1.26 is required to build the core: install it and retry"; exit 1; }
@@ -66,9 +66,14 @@ test-go: venv check-go
 test-py: install
 	$(PY) -m pytest -q
 
-# Injected faults (outages, redelivery, poison, load); each case adds a row to the table printed at the end.
+# Injected faults (outages, redelivery, poison, host loss, load, PostgreSQL storage); each case adds a
+# row to the table printed at the end. The PostgreSQL cases need the Debian package postgresql.
 test-faults: install
 	$(PY) -m pytest -q -o addopts="" tests/faults
+
+# The load case alone, with 500 steps (not run in CI).
+test-load: install
+	FAULT_LOAD_STEPS=500 $(PY) -m pytest -q -o addopts="" tests/faults/test_load.py
 
 lint: venv
 	go vet ./gobridge/...

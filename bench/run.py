@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
+sys.path.append(ROOT)  # tests.proxy, shared with the fault suite
 
 EXECUTORS = ("taskiq", "celery", "multiprocess")
 STARTED = time.monotonic()
@@ -577,9 +578,9 @@ def create_taskiq_queue(env: dict, log_dir: str, name: str) -> None:
 
 def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str) -> Stack:
     from dagster._core.executor.step_delegating.step_delegating_executor import _default_sleep_seconds
-    from proxy import CountingProxy
 
     from dagster_taskiq_go.dev import local_env, moto_server
+    from tests.proxy import FaultProxy
 
     endpoint = es.enter_context(moto_server(os.path.join(log_dir, "moto.log")))
     port = endpoint.rsplit(":", 1)[1]
@@ -601,7 +602,7 @@ def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str) -> Stack:
 
     # The idle measurement: a second worker, alone on its own queues, talks to moto through a proxy
     # that counts its requests. The benchmark's worker talks to moto directly.
-    proxy = es.enter_context(CountingProxy(int(endpoint.rsplit(":", 1)[1])))
+    proxy = es.enter_context(FaultProxy(int(endpoint.rsplit(":", 1)[1])))
     idle_env = dict(env, DAGSTER_TASKIQ_ENDPOINT_URL=proxy.endpoint)
     idle_env["DAGSTER_TASKIQ_QUEUE_PREFIX"] = prefix = f"idle{secrets.token_hex(3)}-"
     create_taskiq_queue(idle_env, log_dir, "taskiq-idle-queue-create")

@@ -65,6 +65,12 @@ def transport_options(fn):
     @option("--endpoint-url", envvar="DAGSTER_TASKIQ_ENDPOINT_URL", help="SQS and S3 endpoint (emulators).")
     @option("--region", "region_name", envvar="DAGSTER_TASKIQ_REGION", help="AWS region.")
     @option("--queue-prefix", envvar="DAGSTER_TASKIQ_QUEUE_PREFIX", help="Prefix of SQS queue names.")
+    @option(
+        "--aws-retry-max-seconds",
+        type=int,
+        envvar="DAGSTER_TASKIQ_AWS_RETRY_MAX_SECONDS",
+        help="How long one SQS/S3 call retries before failing (default 60).",
+    )
     @functools.wraps(fn)
     def wrapper(config_yaml, **kwargs):
         config = {}
@@ -73,7 +79,7 @@ def transport_options(fn):
                 config = yaml.safe_load(f) or {}
             if not isinstance(config, dict):
                 raise click.BadParameter("must hold a mapping of config keys", param_hint="--config-yaml")
-        for key in ("s3_bucket", "s3_prefix", "endpoint_url", "region_name", "queue_prefix"):
+        for key in ("s3_bucket", "s3_prefix", "endpoint_url", "region_name", "queue_prefix", "aws_retry_max_seconds"):
             value = kwargs.pop(key)
             if value is not None:
                 config[key] = value

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import BoolSource, Field, Permissive, StringSource
+from dagster import BoolSource, Field, IntSource, Permissive, StringSource
 
 from dagster_taskiq_go._pyshim import call_json
 
@@ -31,6 +31,11 @@ def core_config_schema() -> dict[str, Field]:
             BoolSource,
             default_value=False,
             description="Create unknown queues on first use instead of failing (off: a typo is an error).",
+        ),
+        "aws_retry_max_seconds": Field(
+            IntSource,
+            default_value=60,
+            description="How long one SQS/S3 call retries failures before failing (1..100).",
         ),
         "config_source": Field(
             Permissive(),

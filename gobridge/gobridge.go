@@ -99,6 +99,10 @@ func CancelRun(configJSON, runID string) (string, error) {
 	})
 }
 
+// staleLeases holds this process's sightings of expired leases: a worker is
+// judged lost only after its lease stayed expired for health.StaleGrace.
+var staleLeases health.Observer
+
 // TaskHealth judges a task (see internal/health) and returns a health.Verdict
 // as JSON. A task without a record is NOT_FOUND. A RUNNING task whose lease
 // went stale is recorded FAILED ("worker lost") here, so that recovery belongs
@@ -129,6 +133,7 @@ func TaskHealth(configJSON, taskID string) (string, error) {
 				return "", err
 			}
 		}
+		in.StaleFor = staleLeases.StaleFor(rec, in.Now)
 		v := health.Check(rec, in)
 		if v.Abandoned {
 			// The marker first, as for any cancel: a worker that claims the

@@ -7,11 +7,17 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import contextmanager
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from dagster_taskiq_go.dev import free_port, start_worker, stop_process
+from dagster_taskiq_go.tags import TASK_ID_TAG
 
+JOBS_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "jobs"))
+MONITORING_JOBS = os.path.join(JOBS_DIR, "monitoring_jobs.py")
+STEP_START = DagsterEventType.STEP_START
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -41,6 +47,36 @@ class Worker:
 
     def stop(self, timeout: float = 60) -> int:
         return stop_process(self.proc, timeout)
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (VmRSS) or its peak (VmHWM) in KiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def dagster_home(tmp, dagster_yaml: str = "telemetry:\n  enabled: false\n") -> str:
@@ -181,6 +217,27 @@ def only_run(instance: DagsterInstance, job: str, timeout: float = 120):
     return wait_for(lambda: (runs := instance.get_runs()) and [r for r in runs if r.job_name == job], timeout, job)[0]
 
 
+def deliver_twice(env: dict[str, str], sqs_queue: str, timeout: float = 120) -> dict:
+    """Takes the next message off an SQS queue (its full name without the prefix, e.g. "dagster" or
+    "dagster-runs") and puts two copies back with its body and message attributes, as an at-least-once
+    queue may deliver it. Returns the original message."""
+    sqs, url = aws_client(env, "sqs"), queue_url(env, sqs_queue)
+
+    def receive():
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, MessageAttributeNames=["All"], WaitTimeSeconds=1)
+        return got.get("Messages", [None])[0]
+
+    message = wait_for(receive, timeout, f"a message on {sqs_queue}", interval=0)
+    attributes = {
+        name: {"DataType": a["DataType"], "StringValue": a["StringValue"]}
+        for name, a in message.get("MessageAttributes", {}).items()
+    }
+    for _ in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=message["Body"], MessageAttributes=attributes)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return message
+
+
 def wait_for_run(instance: DagsterInstance, run_id: str, timeout: float = 240):
     return wait_for(
         lambda: (run := instance.get_run_by_id(run_id)) and run.status in FINISHED and run,
@@ -219,14 +276,24 @@ run_launcher:
 """
 
 
-def write_launcher_home(home: str, run_monitoring: dict | None = None, queued: bool = True) -> str:
+def write_launcher_home(
+    home: str,
+    run_monitoring: dict | None = None,
+    queued: bool = True,
+    storage: dict | None = None,
+    launcher: bool = True,
+) -> str:
     """Creates a DAGSTER_HOME whose dagster.yaml uses TaskiqRunLauncher (transport from the environment)
-    and the QueuedRunCoordinator (queued=False: the DefaultRunCoordinator, which launches at once),
-    with an optional run_monitoring block; returns the home."""
+    and the QueuedRunCoordinator, with optional run_monitoring and storage blocks; returns the home.
+    queued=False uses the DefaultRunCoordinator, which launches at once; launcher=False keeps Dagster's
+    default launcher (runs in the code server's subprocesses)."""
     import yaml
 
     os.makedirs(home, exist_ok=True)
-    text = LAUNCHER_DAGSTER_YAML + (QUEUED_RUN_COORDINATOR if queued else IMMEDIATE_RUN_COORDINATOR)
+    text = LAUNCHER_DAGSTER_YAML if launcher else LAUNCHER_DAGSTER_YAML.split("run_launcher:")[0]
+    text += QUEUED_RUN_COORDINATOR if queued else IMMEDIATE_RUN_COORDINATOR
+    if storage is not None:
+        text += yaml.safe_dump({"storage": storage})
     if run_monitoring is not None:
         text += yaml.safe_dump({"run_monitoring": run_monitoring})
     with open(os.path.join(home, "dagster.yaml"), "w") as f:
@@ -242,3 +309,104 @@ def task_record(config: str, task_id: str) -> dict | None:
         return call_json("TaskStatus", config, task_id)
     except Exception:
         return None
+
+
+class Stack:
+    def __init__(self, dev, instance, config, tmp, workers):
+        self.dev, self.instance, self.config, self.tmp, self.workers = dev, instance, config, tmp, workers
+
+    def submit(self, job: str, **kwargs) -> str:
+        return self.dev.client().submit_job_execution(job, **kwargs)
+
+    def run_task(self, run_id: str) -> str:
+        """The run's current task id (the launcher tags the run with it when it submits)."""
+        return wait_for(
+            lambda: self.instance.get_run_by_id(run_id).tags.get(TASK_ID_TAG), 120, f"run {run_id} to be submitted"
+        )
+
+    def running(self, run_id: str, task_id: str, timeout: float = 180) -> dict:
+        """Waits for a task of the run to run; fails at once, with the run's errors, if the run ends first."""
+
+        def check():
+            record = task_record(self.config, task_id)
+            if record and record["state"] == "RUNNING" and record.get("pid"):
+                return record
+            run = self.instance.get_run_by_id(run_id)
+            if run.is_finished:
+                raise AssertionError(
+                    f"run {run_id} ended {run.status} before task {task_id} ran:\n{self.errors(run_id)}"
+                )
+            return None
+
+        return wait_for(check, timeout, f"task {task_id} to run")
+
+    def errors(self, run_id: str) -> str:
+        """The run's failures and errors, then the workers' logs, for assertion messages."""
+        messages = []
+        for record in self.instance.get_records_for_run(run_id).records:
+            event = record.event_log_entry.dagster_event
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            if error is not None or (event and event.event_type == DagsterEventType.RUN_FAILURE):
+                messages.append(f"{record.event_log_entry.user_message}\n{error.to_string() if error else ''}")
+        return "\n".join(messages)[-4000:] + "\n" + self.logs()
+
+    def op_started(self, run_id: str, step_key: str) -> None:
+        """Waits until the op's body runs (its STEP_START is in the event log)."""
+
+        def check():
+            if step_key in {e.dagster_event.step_key for e in step_events(self.instance, run_id, STEP_START)}:
+                return True
+            if self.instance.get_run_by_id(run_id).is_finished:
+                raise AssertionError(f"run {run_id} ended before op {step_key} started:\n{self.errors(run_id)}")
+            return False
+
+        wait_for(check, 120, f"op {step_key} to start")
+
+    def finished_record(self, task_id: str) -> dict:
+        return wait_for(
+            lambda: (r := task_record(self.config, task_id)) and r["state"] not in ("QUEUED", "RUNNING") and r,
+            60,
+            f"task {task_id} to finish",
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {name}\n{w.log()[-1500:]}" for name, w in self.workers.items())
+
+
+@contextmanager
+def launcher_stack(
+    moto_endpoint,
+    tmp_path_factory,
+    name,
+    queues,
+    workers,
+    run_monitoring=None,
+    jobs=MONITORING_JOBS,
+    storage=None,
+    launcher=True,
+):
+    """A DAGSTER_HOME using TaskiqRunLauncher (or, with launcher=False, Dagster's default launcher), its
+    queues, workers ({name: (queues, options)}) and `dagster dev` serving jobs. moto_endpoint is what
+    every client talks to (moto itself, or a proxy in front of it)."""
+    tmp = tmp_path_factory.mktemp(name)
+    home = write_launcher_home(str(tmp / "dagster_home"), run_monitoring, storage, launcher)
+    patch = pytest.MonkeyPatch()
+    for key, value in transport_env(moto_endpoint, name).items():
+        patch.setenv(key, value)
+    patch.setenv("TASKIQ_TEST_DIR", str(tmp))
+    started, dev, instance = {}, None, None
+    try:
+        config = create_queues(os.environ, *queues)
+        for worker_name, (worker_queues, options) in workers.items():
+            started[worker_name] = Worker(worker_name, worker_queues, str(tmp), **options)
+        dev = DagsterDev(jobs, home, str(tmp))
+        instance = DagsterInstance.from_config(home)
+        yield Stack(dev, instance, config, tmp, started)
+    finally:
+        if instance is not None:
+            instance.dispose()
+        if dev is not None:
+            dev.stop()
+        for worker in started.values():
+            worker.stop()
+        patch.undo()

@@ -7,10 +7,9 @@ Each class has its own `dagster dev` (and DAGSTER_HOME), because the dagster.yam
 import os
 import signal
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import DagsterRunStatus
 from dagster._core.launcher import WorkerStatus
 from dagster._serdes import serialize_value
 
@@ -18,112 +17,18 @@ from dagster_taskiq_go.dev import step_workers
 from dagster_taskiq_go.tags import RUN_QUEUE_TAG, TASK_ID_TAG
 
 from .stack import (
-    DagsterDev,
+    STEP_START,
     Worker,
-    create_queues,
+    launcher_stack,
     step_events,
     task_record,
-    transport_env,
     wait_for,
     wait_for_run,
-    write_launcher_home,
 )
 
-JOBS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "jobs", "monitoring_jobs.py"))
 ROUTE = "dagster-taskiq/queue"
 HEARTBEAT = ("--heartbeat-interval", "1")
-STEP_START = DagsterEventType.STEP_START
 pytestmark = pytest.mark.e2e
-
-
-class Stack:
-    def __init__(self, dev, instance, config, tmp, workers):
-        self.dev, self.instance, self.config, self.tmp, self.workers = dev, instance, config, tmp, workers
-
-    def submit(self, job: str, **kwargs) -> str:
-        return self.dev.client().submit_job_execution(job, **kwargs)
-
-    def run_task(self, run_id: str) -> str:
-        """The run's current task id (the launcher tags the run with it when it submits)."""
-        return wait_for(
-            lambda: self.instance.get_run_by_id(run_id).tags.get(TASK_ID_TAG), 120, f"run {run_id} to be submitted"
-        )
-
-    def running(self, run_id: str, task_id: str, timeout: float = 180) -> dict:
-        """Waits for a task of the run to run; fails at once, with the run's errors, if the run ends first."""
-
-        def check():
-            record = task_record(self.config, task_id)
-            if record and record["state"] == "RUNNING" and record.get("pid"):
-                return record
-            run = self.instance.get_run_by_id(run_id)
-            if run.is_finished:
-                raise AssertionError(
-                    f"run {run_id} ended {run.status} before task {task_id} ran:\n{self.errors(run_id)}"
-                )
-            return None
-
-        return wait_for(check, timeout, f"task {task_id} to run")
-
-    def errors(self, run_id: str) -> str:
-        """The run's failures and errors, then the workers' logs, for assertion messages."""
-        messages = []
-        for record in self.instance.get_records_for_run(run_id).records:
-            event = record.event_log_entry.dagster_event
-            error = getattr(event.event_specific_data, "error", None) if event else None
-            if error is not None or (event and event.event_type == DagsterEventType.RUN_FAILURE):
-                messages.append(f"{record.event_log_entry.user_message}\n{error.to_string() if error else ''}")
-        return "\n".join(messages)[-4000:] + "\n" + self.logs()
-
-    def op_started(self, run_id: str, step_key: str) -> None:
-        """Waits until the op's body runs (its STEP_START is in the event log)."""
-
-        def check():
-            if step_key in {e.dagster_event.step_key for e in step_events(self.instance, run_id, STEP_START)}:
-                return True
-            if self.instance.get_run_by_id(run_id).is_finished:
-                raise AssertionError(f"run {run_id} ended before op {step_key} started:\n{self.errors(run_id)}")
-            return False
-
-        wait_for(check, 120, f"op {step_key} to start")
-
-    def finished_record(self, task_id: str) -> dict:
-        return wait_for(
-            lambda: (r := task_record(self.config, task_id)) and r["state"] not in ("QUEUED", "RUNNING") and r,
-            60,
-            f"task {task_id} to finish",
-        )
-
-    def logs(self) -> str:
-        return "\n".join(f"--- worker {name}\n{w.log()[-1500:]}" for name, w in self.workers.items())
-
-
-@contextmanager
-def launcher_stack(moto_endpoint, tmp_path_factory, name, queues, workers, run_monitoring=None):
-    """A DAGSTER_HOME using TaskiqRunLauncher, its queues, workers ({name: (queues, options)}) and
-    `dagster dev` serving tests/jobs/monitoring_jobs.py."""
-    tmp = tmp_path_factory.mktemp(name)
-    home = write_launcher_home(str(tmp / "dagster_home"), run_monitoring)
-    patch = pytest.MonkeyPatch()
-    for key, value in transport_env(moto_endpoint, name).items():
-        patch.setenv(key, value)
-    patch.setenv("TASKIQ_TEST_DIR", str(tmp))
-    started, dev, instance = {}, None, None
-    try:
-        config = create_queues(os.environ, *queues)
-        for worker_name, (worker_queues, options) in workers.items():
-            started[worker_name] = Worker(worker_name, worker_queues, str(tmp), **options)
-        dev = DagsterDev(JOBS, home, str(tmp))
-        instance = DagsterInstance.from_config(home)
-        yield Stack(dev, instance, config, tmp, started)
-    finally:
-        if instance is not None:
-            instance.dispose()
-        if dev is not None:
-            dev.stop()
-        for worker in started.values():
-            worker.stop()
-        patch.undo()
 
 
 def event_log_text(instance, run_id: str) -> str:

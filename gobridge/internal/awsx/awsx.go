@@ -4,9 +4,9 @@ package awsx
 
 import (
 	"context"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -14,10 +14,6 @@ import (
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/config"
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/fault"
 )
-
-// MaxAttemptsDefault is how many times the SDK tries one call before the error
-// reaches the caller (with exponential backoff between tries).
-const MaxAttemptsDefault = 6
 
 // Clients holds one SQS and one S3 client for a configuration.
 type Clients struct {
@@ -29,9 +25,7 @@ type Clients struct {
 // clients at cfg.EndpointURL when one is set.
 func New(ctx context.Context, cfg config.Config) (Clients, error) {
 	opts := []func(*awsconfig.LoadOptions) error{
-		awsconfig.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = MaxAttemptsDefault })
-		}),
+		awsconfig.WithRetryer(newRetryer),
 	}
 	if cfg.RegionName != "" {
 		opts = append(opts, awsconfig.WithRegion(cfg.RegionName))
@@ -44,6 +38,12 @@ func New(ctx context.Context, cfg config.Config) (Clients, error) {
 		return Clients{}, fault.New(fault.Config,
 			`key "region_name" is not set and the AWS environment names no region (AWS_REGION, AWS_DEFAULT_REGION or a profile)`)
 	}
+	endpoint := cfg.EndpointURL
+	if endpoint == "" {
+		endpoint = "AWS (" + awsCfg.Region + ")"
+	}
+	awsCfg.APIOptions = append(awsCfg.APIOptions,
+		retryBudget(time.Duration(cfg.AWSRetryMaxSeconds)*time.Second, endpoint))
 	sqsClient := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)

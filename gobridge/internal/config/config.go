@@ -26,6 +26,11 @@ const (
 	PayloadThresholdBytesDefault = 192 * 1024
 	PayloadThresholdBytesMax     = 1024*1024 - 16*1024 // SQS maximum minus room for the envelope
 	MaxQueueWaitSecondsDefault   = 3600
+	// AWSRetryMaxSecondsDefault rides out a short outage of SQS/S3 (a restart,
+	// a network blip) without failing a submission, a renewal or a poll.
+	AWSRetryMaxSecondsDefault = 60
+	// AWSRetryMaxSecondsMax stays below the two minutes one bridge call may take.
+	AWSRetryMaxSecondsMax = 100
 )
 
 // Config is the transport configuration common to every side.
@@ -46,6 +51,10 @@ type Config struct {
 	S3Prefix string `json:"s3_prefix"`
 	// CreateMissingQueues creates unknown queues on first use instead of failing. Default false.
 	CreateMissingQueues bool `json:"create_missing_queues"`
+	// AWSRetryMaxSeconds is how long one SQS or S3 call keeps retrying
+	// retryable failures (refused or reset connections, throttling, 5xx)
+	// before its error reaches the caller (1..100). Default 60.
+	AWSRetryMaxSeconds int `json:"aws_retry_max_seconds"`
 	// Source holds the submit-side knobs of config_source.
 	Source Source `json:"config_source"`
 }
@@ -61,7 +70,7 @@ type Source struct {
 
 var sharedKeys = []string{
 	"region_name", "endpoint_url", "queue_prefix", "default_queue", "queue_url",
-	"s3_bucket", "s3_prefix", "create_missing_queues", "config_source",
+	"s3_bucket", "s3_prefix", "create_missing_queues", "aws_retry_max_seconds", "config_source",
 }
 
 var sourceKeys = []string{"payload_threshold_bytes", "max_queue_wait_seconds"}
@@ -140,6 +149,8 @@ func (c *Config) field(key string) any {
 		return &c.S3Prefix
 	case "create_missing_queues":
 		return &c.CreateMissingQueues
+	case "aws_retry_max_seconds":
+		return &c.AWSRetryMaxSeconds
 	}
 	panic("config: no field for key " + key)
 }
@@ -183,6 +194,9 @@ func (c Config) WithDefaults() Config {
 	if c.Source.PayloadThresholdBytes == 0 {
 		c.Source.PayloadThresholdBytes = PayloadThresholdBytesDefault
 	}
+	if c.AWSRetryMaxSeconds == 0 {
+		c.AWSRetryMaxSeconds = AWSRetryMaxSecondsDefault
+	}
 	if c.Source.MaxQueueWaitSeconds == 0 {
 		c.Source.MaxQueueWaitSeconds = MaxQueueWaitSecondsDefault
 	}
@@ -211,6 +225,9 @@ func (c Config) validate() error {
 	}
 	if t := c.Source.PayloadThresholdBytes; t < 1024 || t > PayloadThresholdBytesMax {
 		errs = append(errs, fmt.Errorf("key \"config_source.payload_threshold_bytes\": %d is outside 1024..%d", t, PayloadThresholdBytesMax))
+	}
+	if r := c.AWSRetryMaxSeconds; r < 1 || r > AWSRetryMaxSecondsMax {
+		errs = append(errs, fmt.Errorf("key \"aws_retry_max_seconds\": %d is outside 1..%d", r, AWSRetryMaxSecondsMax))
 	}
 	if w := c.Source.MaxQueueWaitSeconds; w < 1 {
 		errs = append(errs, fmt.Errorf("key \"config_source.max_queue_wait_seconds\": %d must be at least 1", w))

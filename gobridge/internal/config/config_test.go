@@ -17,17 +17,19 @@ func TestParseDefaults(t *testing.T) {
 	require.Equal(t, PayloadThresholdBytesDefault, c.Source.PayloadThresholdBytes)
 	require.Equal(t, MaxQueueWaitSecondsDefault, c.Source.MaxQueueWaitSeconds)
 	require.False(t, c.CreateMissingQueues)
+	require.Equal(t, AWSRetryMaxSecondsDefault, c.AWSRetryMaxSeconds)
 }
 
 func TestParseValues(t *testing.T) {
 	c, err := Parse([]byte(`{"s3_bucket": "b", "s3_prefix": "/x/y/", "queue_prefix": "p_", "default_queue": "gpu",
-		"endpoint_url": "http://127.0.0.1:1", "create_missing_queues": true,
+		"endpoint_url": "http://127.0.0.1:1", "create_missing_queues": true, "aws_retry_max_seconds": 5,
 		"config_source": {"payload_threshold_bytes": 2048, "max_queue_wait_seconds": 5}}`))
 	require.NoError(t, err)
 	require.Equal(t, "x/y", c.S3Prefix)
 	require.Equal(t, "p_", c.QueuePrefix)
 	require.Equal(t, "gpu", c.DefaultQueue)
 	require.True(t, c.CreateMissingQueues)
+	require.Equal(t, 5, c.AWSRetryMaxSeconds)
 	require.Equal(t, 2048, c.Source.PayloadThresholdBytes)
 	require.Equal(t, 5, c.Source.MaxQueueWaitSeconds)
 }
@@ -56,6 +58,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{`"config_source.payload_threshold_bytes": 10 is outside`}},
 		{"explicit zero is not the default", `{"s3_bucket": "b", "config_source": {"payload_threshold_bytes": 0}}`,
 			[]string{`"config_source.payload_threshold_bytes": 0 is outside`}},
+		{"retry limit zero", `{"s3_bucket": "b", "aws_retry_max_seconds": 0}`,
+			[]string{`key "aws_retry_max_seconds": 0 is outside 1..100`}},
+		{"retry limit above a bridge call", `{"s3_bucket": "b", "aws_retry_max_seconds": 101}`,
+			[]string{`key "aws_retry_max_seconds": 101 is outside 1..100`}},
 		{"empty s3 prefix", `{"s3_bucket": "b", "s3_prefix": "/"}`, []string{`key "s3_prefix" must not be empty`}},
 		{"config_source type", `{"s3_bucket": "b", "config_source": {"max_queue_wait_seconds": "1h"}}`,
 			[]string{`"config_source.max_queue_wait_seconds": expected an integer`}},

@@ -5,6 +5,7 @@ package health
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dagster-taskiq-go/dagster-taskiq-go/gobridge/internal/store"
@@ -33,11 +34,21 @@ type Verdict struct {
 	Abandoned bool `json:"abandoned,omitempty"`
 }
 
+// StaleGrace is how long one observer must see a lease expired, and not
+// renewed, before it judges the worker lost. An outage of SQS/S3 stops the
+// renewals and the checks alike; when it ends, the first check may read the
+// record before the worker's first renewal lands (within a retry backoff,
+// see awsx.MaxBackoff). A worker that is really gone never renews.
+const StaleGrace = 10 * time.Second
+
 // Inputs are the facts besides the record.
 type Inputs struct {
 	Now          time.Time
 	MaxQueueWait time.Duration
 	Workers      []store.WorkerRecord // every registered worker, live or stale
+	// StaleFor is how long this observer has seen the record's lease expired
+	// and unchanged (see Observer); 0 on a first sighting.
+	StaleFor time.Duration
 }
 
 // Check judges a task record.
@@ -63,9 +74,16 @@ func Check(rec store.Record, in Inputs) Verdict {
 			v.Healthy = true
 			return v
 		}
+		expired := in.Now.Sub(*rec.LeaseUntil).Round(time.Second)
+		if in.StaleFor < StaleGrace {
+			v.Healthy = true
+			v.Reason = fmt.Sprintf("lease of task %s on %s expired %s ago; waiting up to %s for a renewal before judging the worker lost",
+				rec.TaskID, rec.WorkerID, expired, StaleGrace-in.StaleFor.Round(time.Second))
+			return v
+		}
 		v.Status, v.WorkerLost = Failed, true
 		v.Reason = fmt.Sprintf("worker lost: %s on %s stopped renewing the lease of task %s (expired %s ago)",
-			rec.WorkerID, rec.Host, rec.TaskID, in.Now.Sub(*rec.LeaseUntil).Round(time.Second))
+			rec.WorkerID, rec.Host, rec.TaskID, expired)
 	case store.Success:
 		v.Healthy = true
 	default:
@@ -81,4 +99,41 @@ func liveListener(workers []store.WorkerRecord, queue string, now time.Time) str
 		}
 	}
 	return ""
+}
+
+// Observer remembers, per task, since when this process has seen its lease
+// expired at the same instant: a renewal moves the lease and starts over.
+type Observer struct {
+	mu   sync.Mutex
+	seen map[string]sighting
+}
+
+type sighting struct{ lease, first time.Time }
+
+// forgetAfter drops sightings of tasks nobody asked about for this long.
+const forgetAfter = time.Hour
+
+// StaleFor records a sighting of rec at now and returns how long its lease
+// has been seen expired and unchanged; 0 when the lease is not expired.
+func (o *Observer) StaleFor(rec store.Record, now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.seen == nil {
+		o.seen = map[string]sighting{}
+	}
+	for id, s := range o.seen {
+		if now.Sub(s.first) > forgetAfter {
+			delete(o.seen, id)
+		}
+	}
+	if rec.State != store.Running || rec.LeaseUntil == nil || !now.After(*rec.LeaseUntil) {
+		delete(o.seen, rec.TaskID)
+		return 0
+	}
+	s, ok := o.seen[rec.TaskID]
+	if !ok || !s.lease.Equal(*rec.LeaseUntil) {
+		s = sighting{lease: *rec.LeaseUntil, first: now}
+		o.seen[rec.TaskID] = s
+	}
+	return now.Sub(s.first)
 }

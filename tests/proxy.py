@@ -1,4 +1,7 @@
-"""A small counting HTTP/1.1 proxy in front of the moto server, for the idle-cost measurement.
+"""A small HTTP/1.1 proxy in front of the moto server that counts requests and can stage an outage.
+
+The benchmark counts an idle worker's requests through it; the fault suite puts it between every
+client and moto and cuts them off for a while (moto keeps its state).
 
 Loopback only and bounded: it listens on 127.0.0.1, forwards to one upstream on 127.0.0.1, accepts
 at most MAX_CONNECTIONS at once, refuses headers above MAX_HEADER_BYTES and bodies above
@@ -9,6 +12,10 @@ Each request is recorded as ``(monotonic time, service, action, queue)``: SQS re
 whose ``X-Amz-Target`` header starts with ``AmazonSQS`` (JSON protocol; the action is the part after
 the dot and the queue is the last path segment of the body's ``QueueUrl``); every other request is
 counted as S3 with its HTTP method as the action.
+
+``outage(mode)`` starts an outage and ``restore()`` ends it: open connections are reset, and new
+ones are refused (``"refuse"``: nothing listens on the port) or accepted and reset at once
+(``"drop"``).
 """
 
 import asyncio
@@ -30,7 +37,7 @@ class Request:
     queue: str
 
 
-class CountingProxy:
+class FaultProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.port = 0
@@ -43,17 +50,34 @@ class CountingProxy:
         self._started = threading.Event()
         self._slots: asyncio.Semaphore | None = None
         self._error: BaseException | None = None
+        self._turned_away: list[float] = []  # connection attempts met by an outage (drop mode only)
+        self._down: str | None = None  # the outage mode while one lasts
+        self._open: set[asyncio.StreamWriter] = set()
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "CountingProxy":
-        self._thread = threading.Thread(target=self._run, name="counting-proxy", daemon=True)
+    def start(self) -> "FaultProxy":
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
         self._thread.start()
         if not self._started.wait(10) or self._error:
-            raise RuntimeError(f"counting proxy did not start: {self._error}")
+            raise RuntimeError(f"proxy did not start: {self._error}")
         return self
+
+    def outage(self, mode: str = "refuse") -> None:
+        """Cuts every client off from the upstream until restore()."""
+        if mode not in ("refuse", "drop"):
+            raise ValueError(f"unknown outage mode {mode!r}")
+        asyncio.run_coroutine_threadsafe(self._cut(mode), self._loop).result(10)
+
+    def restore(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._mend(), self._loop).result(10)
+
+    def refused(self, start: float, end: float) -> int:
+        """How many connections the outage turned away in a window."""
+        with self._lock:
+            return sum(1 for at in self._turned_away if start <= at < end)
 
     def stop(self) -> None:
         if self._loop and self._stopped:
@@ -84,17 +108,40 @@ class CountingProxy:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._started.set()
-        async with self._server:
-            await self._stopped.wait()
-            self._server.close()
+        await self._stopped.wait()
+        self._server.close()
+        self._reset_open()
+
+    async def _cut(self, mode: str) -> None:
+        self._down = mode
+        if mode == "refuse":
+            self._server.close()  # the port stops listening: connects are refused
+        self._reset_open()
+
+    async def _mend(self) -> None:
+        if self._down == "refuse":
+            # The same port again (SO_REUSEADDR), so clients need no new endpoint.
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._down = None
+
+    def _reset_open(self) -> None:
+        for writer in list(self._open):
+            writer.transport.abort()  # RST, as a vanished peer would
+        self._open.clear()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._down:
+            with self._lock:
+                self._turned_away.append(time.monotonic())
+            client_w.transport.abort()
+            return
         if self._slots.locked():
             client_w.close()
             return
+        self._open.add(client_w)
         async with self._slots:
             try:
                 up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -112,6 +159,7 @@ class CountingProxy:
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 pass
             finally:
+                self._open.discard(client_w)
                 up_w.close()
                 back.cancel()
                 client_w.close()
