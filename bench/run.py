@@ -657,16 +657,19 @@ def taskiq_idle_probe(s: Settings, es: ExitStack, env: dict, endpoint: str, log_
         band_of = {f"{prefix}dagster-high": "high", f"{prefix}dagster": "normal", f"{prefix}dagster-low": "low"}
         per_queue = Counter(band_of.get(r.queue, r.queue.removeprefix(prefix) or "(none)") for r in sqs)
         # A 30 s window holds one or two 20 s long polls per queue. Over the worker's whole life the
-        # rate per band queue is steadier: every SQS request naming the queue after its first receive,
-        # up to and including its last one, over that span (start-up requests excluded).
+        # steady rate per band queue is measurable: every SQS request naming the queue after its
+        # second receive, up to and including its last one, over that span. The first two are left
+        # out: at start-up a worker receives twice from each queue within milliseconds (the first
+        # returns at once), once per worker start, not per minute; start_receives counts them.
         life = [r for r in proxy.window(spawned, end) if r.service == "sqs"]
-        gaps, steady = [], {}
+        gaps, steady, start_receives = [], {}, {}
         for queue in {r.queue for r in life if r.action == "ReceiveMessage"}:
             times = [r.at for r in life if r.action == "ReceiveMessage" and r.queue == queue]
             gaps += [b - a for a, b in zip(times, times[1:], strict=False)]
-            if len(times) >= 2:
-                later = [r for r in life if r.queue == queue and times[0] < r.at <= times[-1]]
-                steady[queue.removeprefix(prefix)] = len(later) / ((times[-1] - times[0]) / 60)
+            start_receives[queue.removeprefix(prefix)] = sum(1 for t in times if t - times[0] < 1.0)
+            if len(times) >= 3:
+                later = [r for r in life if r.queue == queue and times[1] < r.at <= times[-1]]
+                steady[queue.removeprefix(prefix)] = len(later) / ((times[-1] - times[1]) / 60)
         return {
             "window_s": round(end - start, 2),
             "workers": 1,
@@ -677,6 +680,7 @@ def taskiq_idle_probe(s: Settings, es: ExitStack, env: dict, endpoint: str, log_
             },
             "sqs_requests_per_band_queue_minute_over_life": dict(sorted(steady.items())),
             "sqs_requests_per_band_queue_minute_max": max(steady.values()) if steady else None,
+            "start_receives_per_queue_first_second": dict(sorted(start_receives.items())),
             "life_s": round(end - spawned, 1),
             "sqs_actions": dict(Counter(r.action for r in sqs)),
             "receive_interval_per_queue_median_s": statistics.median(gaps) if gaps else None,
@@ -1172,7 +1176,8 @@ def report(results: dict) -> str:
         per_band = ", ".join(f"{q} {v:.1f}" for q, v in idle["sqs_requests_per_band_queue_minute_over_life"].items())
         out.append(
             f"taskiq idle per band queue, over the idle worker's {idle['life_s']:.0f}s life, between each "
-            f"queue's first and last receive: {per_band} SQS requests/min"
+            f"queue's second and last receive: {per_band} SQS requests/min; receives in each queue's first "
+            f"second (start-up): {idle['start_receives_per_queue_first_second']}"
         )
     idle = _get(results["executors"], "celery.idle")
     if idle:
