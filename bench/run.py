@@ -21,10 +21,11 @@ DefaultRunLauncher, bench/launch_run.py); idle broker requests per worker-minute
 (taskiq: SQS/S3 requests counted at a proxy in front of moto; celery: Redis commands); worker RSS
 idle and after the fan-out.
 
-Infrastructure is started here and stopped here, by PID: a moto server (SQS + S3) with a counting
-proxy for the idle measurement, our workers (``python -m dagster_taskiq_go worker start``), a
-redis-server (apt-installed when missing and running as root) and a dagster-celery worker
-(``dagster-celery worker start -A dagster_celery.app -y``). Everything binds to 127.0.0.1 on free ports.
+Infrastructure is started here and stopped here, by PID: a moto server (SQS + S3) per taskiq column,
+with a counting proxy for the idle measurement, our workers (``python -m dagster_taskiq_go worker
+start``), a redis-server (apt-installed when missing and running as root), a dagster-celery worker
+(``dagster-celery worker start -A dagster_celery.app -y``) and, for the launch latency, a code server
+per run launcher. Everything binds to 127.0.0.1 on free ports.
 
 Benchmarks never assert timings. The script exits non-zero when any run fails or a measurement
 cannot be taken, so the harness cannot rot unnoticed. Results: a table on stdout and
@@ -728,7 +729,8 @@ def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str, step_proce
     run_config: dict = {}  # the executor's defaults, for both stacks
     poll = taskiq_poll_interval(run_config)
     step_text = (
-        "warm: each step is forked from the worker's step server (Dagster and the code location imported)"
+        "warm: each step is forked from the worker's step server, which has imported Dagster and, once it "
+        "has seen a step, the code location"
         if warm
         else "cold: each step is a fresh `python -m dagster_taskiq_go.child` interpreter"
     )
