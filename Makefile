@@ -93,7 +93,8 @@ screenshots: install
 clean:
 	rm -rf build dist *.egg-info dagster_taskiq_go/_native $(VENV)/.install-stamp
 
-# Benchmark: taskiq_executor vs dagster-celery (Redis) vs multiprocess_executor, same jobs, same slots.
+# Benchmark: taskiq_executor (warm and cold step path) vs dagster-celery (Redis) vs multiprocess_executor,
+# same jobs, same slots; TaskiqRunLauncher vs DefaultRunLauncher.
 # Starts moto, redis-server (apt-installed when missing and root) and workers itself; see docs/performance.md.
 .PHONY: bench bench-quick
 $(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.deps-stamp

@@ -1,16 +1,18 @@
 """The benchmark's jobs: one graph per benchmark, each turned into one job per executor.
 
 ``chain`` (step start latency), ``fanout`` (wall and CPU time), ``sleeper`` (cancel latency),
-``backlog`` and ``urgent`` (priority). The ops and graphs are the same objects for every executor;
-only ``executor_def`` differs: job ``<graph>_<executor>``. Transport settings come from the
-environment (taskiq) or from run config (celery broker/backend, multiprocess max_concurrent), which
-bench/run.py sets identically for every run of an executor.
+``backlog`` and ``urgent`` (priority), ``launch_probe`` (run launch latency). The ops and graphs
+are the same objects for every executor; only ``executor_def`` differs: job ``<graph>_<executor>``.
+Transport settings come from the environment (taskiq) or from run config (celery broker/backend,
+multiprocess max_concurrent), which bench/run.py sets identically for every run of an executor.
+``launch_probe`` is one job for every run launcher: only its start is measured, so it runs its
+single op in process.
 """
 
 import os
 import time
 
-from dagster import Config, Definitions, In, graph, multiprocess_executor, op
+from dagster import Config, Definitions, In, graph, in_process_executor, multiprocess_executor, op
 from dagster_celery import celery_executor
 
 from dagster_taskiq_go import taskiq_executor
@@ -149,6 +151,22 @@ JOBS = {
     for graph_name, graph_def in GRAPHS.items()
     for executor_name, executor_def in EXECUTORS.items()
 }
+
+
+# --- launch_probe: one trivial op, launched through a run launcher (run launch latency) -----------
+
+
+@op
+def probe_op() -> None:
+    return None
+
+
+@graph
+def launch_probe_graph():
+    probe_op()
+
+
+JOBS["launch_probe"] = launch_probe_graph.to_job(name="launch_probe", executor_def=in_process_executor)
 
 globals().update(JOBS)  # module-level names, for ReconstructableJob.for_file
 

@@ -1,9 +1,12 @@
-"""Benchmark: taskiq_executor vs dagster-celery's celery_executor vs Dagster's multiprocess_executor.
+"""Benchmark: taskiq_executor (warm and cold step path) vs dagster-celery's celery_executor vs Dagster's
+multiprocess_executor.
 
     python bench/run.py [--quick] [--slots N] [--out DIR]      (make bench / make bench-quick)
 
-The three executors run the same job definitions (bench/bench_jobs.py: one graph per benchmark,
-turned into one job per executor) with the same number of worker slots. All three stacks are up at
+The executors run the same job definitions (bench/bench_jobs.py: one graph per benchmark, turned into
+one job per executor) with the same number of worker slots. ``taskiq`` and ``taskiq-cold`` are the
+same stack and the same executor config; only their worker's ``--step-process`` differs (warm: steps
+are forked from a step server; cold: a fresh interpreter per step). All stacks are up at
 once and the runs are interleaved, in a rotating order, so that drift in the machine's load does not
 always fall on the same executor. Each executor has a fresh DAGSTER_HOME (sqlite). Every run is
 started the same way: a subprocess running ``dagster.execute_job`` on a ``ReconstructableJob``
@@ -12,14 +15,17 @@ the processes that did the work.
 
 Measured (docs/performance.md defines each): step start latency on a chain of 8 ops; wall time, CPU
 time and peak memory of a 1 -> 50 -> 1 fan-out; cancel latency (run end, and when the running step
-really stopped); priority (does an urgent step from another run overtake a queued backlog); idle
-broker requests per worker-minute (taskiq: SQS/S3 requests counted at a proxy in front of moto;
-celery: Redis commands); worker RSS idle and after the fan-out.
+really stopped); priority (does an urgent step from another run overtake a queued backlog); run
+launch latency (``instance.launch_run`` to ``RUN_START``: TaskiqRunLauncher vs Dagster's
+DefaultRunLauncher, bench/launch_run.py); idle broker requests per worker-minute, and per band queue
+(taskiq: SQS/S3 requests counted at a proxy in front of moto; celery: Redis commands); worker RSS
+idle and after the fan-out.
 
-Infrastructure is started here and stopped here, by PID: a moto server (SQS + S3) with a counting
-proxy for the idle measurement, our workers (``python -m dagster_taskiq_go worker start``), a
-redis-server (apt-installed when missing and running as root) and a dagster-celery worker
-(``dagster-celery worker start -A dagster_celery.app -y``). Everything binds to 127.0.0.1 on free ports.
+Infrastructure is started here and stopped here, by PID: a moto server (SQS + S3) per taskiq column,
+with a counting proxy for the idle measurement, our workers (``python -m dagster_taskiq_go worker
+start``), a redis-server (apt-installed when missing and running as root), a dagster-celery worker
+(``dagster-celery worker start -A dagster_celery.app -y``) and, for the launch latency, a code server
+per run launcher. Everything binds to 127.0.0.1 on free ports.
 
 Benchmarks never assert timings. The script exits non-zero when any run fails or a measurement
 cannot be taken, so the harness cannot rot unnoticed. Results: a table on stdout and
@@ -47,9 +53,9 @@ from dataclasses import asdict, dataclass
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
-sys.path.append(ROOT)  # tests.proxy, shared with the fault suite
+sys.path.append(ROOT)  # tests.proxy and tests.e2e.stack, shared with the tests
 
-EXECUTORS = ("taskiq", "celery", "multiprocess")
+EXECUTORS = ("taskiq", "taskiq-cold", "celery", "multiprocess")
 STARTED = time.monotonic()
 
 
@@ -76,6 +82,7 @@ class Settings:
     fanout_runs: int
     cancel_runs: int
     priority_runs: int
+    launch_runs: int
     idle_seconds: float
     sleeper_seconds: float
     poll_wait: int = 20  # the worker CLI's default: what users run
@@ -92,6 +99,7 @@ class Settings:
                 fanout_runs=1,
                 cancel_runs=1,
                 priority_runs=1,
+                launch_runs=3,
                 idle_seconds=30,
                 sleeper_seconds=15,
             )
@@ -102,6 +110,7 @@ class Settings:
             fanout_runs=3,
             cancel_runs=2,
             priority_runs=2,
+            launch_runs=5,
             idle_seconds=120,
             sleeper_seconds=45,
         )
@@ -323,6 +332,7 @@ class Stack:
     """An executor's running infrastructure, and what the benchmarks need to know about it."""
 
     name: str
+    executor: str  # the executor's key in bench_jobs.EXECUTORS: jobs are named <graph>_<executor>
     env: dict
     home: str
     run_config: dict
@@ -334,6 +344,8 @@ class Stack:
     idle_stop: Callable[[float, float], dict] | None = None  # (start, end) -> idle measurement
     broker_pid: int | None = None  # moto (taskiq) or redis-server (celery)
     instance: object = None  # a DagsterInstance on `home`, for reading the event log
+    launcher_home: str | None = None  # a DAGSTER_HOME whose run launcher the launch latency measures
+    launcher_text: str = ""  # that run launcher, for the report
 
 
 def make_home(path: str) -> str:
@@ -345,7 +357,8 @@ def make_home(path: str) -> str:
 
 def launch(stack: Stack, job: str, run_config: dict, log_dir: str) -> tuple[Proc, str]:
     token = uuid.uuid4().hex[:12]
-    cmd = [sys.executable, os.path.join(BENCH_DIR, "launch.py"), f"{job}_{stack.name}", json.dumps(run_config), token]
+    job_name = f"{job}_{stack.executor}"
+    cmd = [sys.executable, os.path.join(BENCH_DIR, "launch.py"), job_name, json.dumps(run_config), token]
     return Proc(f"run-{stack.name}-{job}-{token}", cmd, stack.env, log_dir), token
 
 
@@ -539,6 +552,40 @@ def priority_once(stack: Stack, s: Settings, log_dir: str) -> dict:
     }
 
 
+def launch_latency(stack: Stack, s: Settings, log_dir: str, instance) -> dict:
+    """Launches the trivial `launch_probe` job s.launch_runs times through the run launcher of
+    stack.launcher_home (bench/launch_run.py) and reads, per run, RUN_START minus RUN_STARTING: both
+    event-log timestamps, the first written by instance.launch_run just before it calls the launcher."""
+    from dagster import DagsterEventType
+
+    env = dict(stack.env, DAGSTER_HOME=stack.launcher_home)
+    cmd = [sys.executable, os.path.join(BENCH_DIR, "launch_run.py"), str(s.launch_runs)]
+    proc = Proc(f"launch-{stack.name}", cmd, env, log_dir)
+    try:
+        proc.popen.wait(120 + 300 * s.launch_runs)
+    except subprocess.TimeoutExpired:
+        proc.stop(10, signal.SIGKILL)
+        raise BenchError(f"{stack.name}: run launches did not finish; see {proc.log_path}") from None
+    lines = [line for line in proc.log().splitlines() if line.startswith('{"run_ids"')]
+    if proc.popen.returncode != 0 or not lines:
+        raise BenchError(f"{stack.name}: run launches failed (exit {proc.popen.returncode}):\n{proc.log()[-3000:]}")
+    runs = []
+    for run_id in json.loads(lines[-1])["run_ids"]:
+        run = instance.get_run_by_id(run_id)
+        starting = run_event_time(instance, run_id, DagsterEventType.RUN_STARTING)
+        start = run_event_time(instance, run_id, DagsterEventType.RUN_START)
+        if run.status.value != "SUCCESS" or starting is None or start is None:
+            raise BenchError(f"{stack.name}: launched run {run_id} ended {run.status.value}; see {proc.log_path}")
+        runs.append({"run_id": run_id, "latency_s": start[1] - starting[1]})
+    return {
+        "launcher": stack.launcher_text,
+        "load_avg_1m": os.getloadavg()[0],  # once the launches are done
+        "median_s": statistics.median(r["latency_s"] for r in runs),
+        "max_s": max(r["latency_s"] for r in runs),
+        "runs": runs,
+    }
+
+
 def worker_memory(stack: Stack) -> dict:
     pid = stack.worker_pid_fn() if stack.worker_pid_fn else None
     out = {"pid": pid, **(memory_kb(pid) if pid else {})}
@@ -550,7 +597,7 @@ def worker_memory(stack: Stack) -> dict:
 # --- taskiq ---------------------------------------------------------------------------------------
 
 
-def taskiq_worker_cmd(s: Settings, name: str) -> list[str]:
+def taskiq_worker_cmd(s: Settings, name: str, step_process: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -565,6 +612,8 @@ def taskiq_worker_cmd(s: Settings, name: str) -> list[str]:
         str(s.poll_wait),
         "--heartbeat-interval",
         str(s.heartbeat),
+        "--step-process",
+        step_process,
         "-q",
         "dagster",
     ]
@@ -576,13 +625,84 @@ def create_taskiq_queue(env: dict, log_dir: str, name: str) -> None:
         raise BenchError(f"queue create failed:\n{proc.log()}")
 
 
-def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str) -> Stack:
-    from dagster._core.executor.step_delegating.step_delegating_executor import _default_sleep_seconds
+def taskiq_poll_interval(run_config: dict) -> float:
+    """The poll interval taskiq_executor runs with under this run config: its own, else the schema's default."""
+    from dagster_taskiq_go.executor import executor_config_schema
 
-    from dagster_taskiq_go.dev import local_env, moto_server
+    configured = run_config.get("execution", {}).get("config", {}).get("poll_interval_seconds")
+    return configured if configured is not None else executor_config_schema()["poll_interval_seconds"].default_value
+
+
+def cold_path_steps(worker: Proc) -> int:
+    """How many steps a warm worker ran on the cold path (its step server was not ready or refused)."""
+    return worker.log().count("step takes the cold path")
+
+
+def taskiq_idle_probe(s: Settings, es: ExitStack, env: dict, endpoint: str, log_dir: str, step_process: str):
+    """A second worker, alone on its own queues, talking to moto through a proxy that counts its
+    requests (the benchmark's worker talks to moto directly). Returns (worker, idle_stop)."""
     from tests.proxy import FaultProxy
 
-    endpoint = es.enter_context(moto_server(os.path.join(log_dir, "moto.log")))
+    proxy = es.enter_context(FaultProxy(int(endpoint.rsplit(":", 1)[1])))
+    idle_env = dict(env, DAGSTER_TASKIQ_ENDPOINT_URL=proxy.endpoint)
+    idle_env["DAGSTER_TASKIQ_QUEUE_PREFIX"] = prefix = f"idle{secrets.token_hex(3)}-"
+    create_taskiq_queue(idle_env, log_dir, "taskiq-idle-queue-create")
+    spawned = time.monotonic()
+    idle_worker = Proc("taskiq-idle-worker", taskiq_worker_cmd(s, "bench-idle", step_process), idle_env, log_dir)
+    es.callback(idle_worker.stop)
+
+    def idle_stop(start: float, end: float) -> dict:
+        idle_worker.stop()
+        requests = proxy.window(start, end)
+        minutes = (end - start) / 60
+        sqs = [r for r in requests if r.service == "sqs"]
+        band_of = {f"{prefix}dagster-high": "high", f"{prefix}dagster": "normal", f"{prefix}dagster-low": "low"}
+        per_queue = Counter(band_of.get(r.queue, r.queue.removeprefix(prefix) or "(none)") for r in sqs)
+        # A 30 s window holds one or two 20 s long polls per queue. Over the worker's whole life the
+        # steady rate per band queue is measurable: every SQS request naming the queue after its
+        # second receive, up to and including its last one, over that span. The first two are left
+        # out: at start-up a worker receives twice from each queue within milliseconds (the first
+        # returns at once), once per worker start, not per minute; start_receives counts them.
+        life = [r for r in proxy.window(spawned, end) if r.service == "sqs"]
+        gaps, steady, start_receives = [], {}, {}
+        for queue in {r.queue for r in life if r.action == "ReceiveMessage"}:
+            times = [r.at for r in life if r.action == "ReceiveMessage" and r.queue == queue]
+            gaps += [b - a for a, b in zip(times, times[1:], strict=False)]
+            start_receives[queue.removeprefix(prefix)] = sum(1 for t in times if t - times[0] < 1.0)
+            if len(times) >= 3:
+                later = [r for r in life if r.queue == queue and times[1] < r.at <= times[-1]]
+                steady[queue.removeprefix(prefix)] = len(later) / ((times[-1] - times[1]) / 60)
+        return {
+            "window_s": round(end - start, 2),
+            "workers": 1,
+            "sqs_requests_per_worker_minute": len(sqs) / minutes,
+            "sqs_requests_per_queue_per_minute": {
+                **{b: per_queue.get(b, 0) / minutes for b in ("high", "normal", "low")},
+                **{q: n / minutes for q, n in sorted(per_queue.items()) if q not in ("high", "normal", "low")},
+            },
+            "sqs_requests_per_band_queue_minute_over_life": dict(sorted(steady.items())),
+            "sqs_requests_per_band_queue_minute_max": max(steady.values()) if steady else None,
+            "start_receives_per_queue_first_second": dict(sorted(start_receives.items())),
+            "life_s": round(end - spawned, 1),
+            "sqs_actions": dict(Counter(r.action for r in sqs)),
+            "receive_interval_per_queue_median_s": statistics.median(gaps) if gaps else None,
+            "queues_polled": len({r.queue for r in sqs if r.action == "ReceiveMessage"}),
+            "s3_requests_per_worker_minute": sum(1 for r in requests if r.service == "s3") / minutes,
+            "s3_actions": dict(Counter(r.action for r in requests if r.service == "s3")),
+        }
+
+    return idle_worker, idle_stop
+
+
+def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str, step_process: str, name: str) -> Stack:
+    """The taskiq stack: its own moto server, bucket and queues, and one worker started with
+    `--step-process step_process`. The warm stack also measures idle cost and run launch latency:
+    runs always take the cold path, whatever --step-process says, so the cold stack would repeat them."""
+    from dagster_taskiq_go.dev import local_env, moto_server
+    from tests.e2e.stack import write_launcher_home
+
+    warm = step_process == "warm"
+    endpoint = es.enter_context(moto_server(os.path.join(log_dir, f"{name}-moto.log")))
     port = endpoint.rsplit(":", 1)[1]
     moto_pid = next(
         (
@@ -592,72 +712,53 @@ def start_taskiq(s: Settings, es: ExitStack, work: str, log_dir: str) -> Stack:
         ),
         None,
     )
-    home = make_home(os.path.join(work, "taskiq", "dagster_home"))
+    home = make_home(os.path.join(work, name, "dagster_home"))
     env = dict(os.environ, **local_env(endpoint, home))
     env["DAGSTER_TASKIQ_S3_BUCKET"] = f"bench-{secrets.token_hex(4)}"
     env["DAGSTER_TASKIQ_QUEUE_PREFIX"] = f"bench{secrets.token_hex(3)}-"
-    create_taskiq_queue(env, log_dir, "taskiq-queue-create")
-    worker = Proc("taskiq-worker", taskiq_worker_cmd(s, "bench"), env, log_dir)
+    create_taskiq_queue(env, log_dir, f"{name}-queue-create")
+    worker = Proc(f"{name}-worker", taskiq_worker_cmd(s, name, step_process), env, log_dir)
     es.callback(worker.stop)
-
-    # The idle measurement: a second worker, alone on its own queues, talks to moto through a proxy
-    # that counts its requests. The benchmark's worker talks to moto directly.
-    proxy = es.enter_context(FaultProxy(int(endpoint.rsplit(":", 1)[1])))
-    idle_env = dict(env, DAGSTER_TASKIQ_ENDPOINT_URL=proxy.endpoint)
-    idle_env["DAGSTER_TASKIQ_QUEUE_PREFIX"] = prefix = f"idle{secrets.token_hex(3)}-"
-    create_taskiq_queue(idle_env, log_dir, "taskiq-idle-queue-create")
-    spawned = time.monotonic()
-    idle_worker = Proc("taskiq-idle-worker", taskiq_worker_cmd(s, "bench-idle"), idle_env, log_dir)
-    es.callback(idle_worker.stop)
+    idle_worker, idle_stop = taskiq_idle_probe(s, es, env, endpoint, log_dir, step_process) if warm else (None, None)
     worker.wait_for_log("worker started", 60)
-    idle_worker.wait_for_log("worker started", 60)
+    if warm:
+        # Steps that arrive before the step server is ready take the cold path: start measuring after.
+        worker.wait_for_log("step server ready", 120)
+        idle_worker.wait_for_log("worker started", 60)
 
-    def idle_stop(start: float, end: float) -> dict:
-        idle_worker.stop()
-        requests = proxy.window(start, end)
-        minutes = (end - start) / 60
-        sqs = [r for r in requests if r.service == "sqs"]
-        band_of = {f"{prefix}dagster-high": "high", f"{prefix}dagster": "normal", f"{prefix}dagster-low": "low"}
-        per_queue = Counter(band_of.get(r.queue, r.queue.removeprefix(prefix) or "(none)") for r in sqs)
-        # A 30 s window holds one or two 20 s long polls per queue: the interval between the
-        # receives of one queue (over the worker's whole life) says more.
-        gaps = []
-        for queue in {r.queue for r in proxy.window(spawned, end) if r.action == "ReceiveMessage"}:
-            times = [r.at for r in proxy.window(spawned, end) if r.action == "ReceiveMessage" and r.queue == queue]
-            gaps += [b - a for a, b in zip(times, times[1:], strict=False)]
-        return {
-            "window_s": round(end - start, 2),
-            "workers": 1,
-            "sqs_requests_per_worker_minute": len(sqs) / minutes,
-            "sqs_requests_per_queue_per_minute": {
-                **{b: per_queue.get(b, 0) / minutes for b in ("high", "normal", "low")},
-                **{q: n / minutes for q, n in sorted(per_queue.items()) if q not in ("high", "normal", "low")},
-            },
-            "sqs_actions": dict(Counter(r.action for r in sqs)),
-            "receive_interval_per_queue_median_s": statistics.median(gaps) if gaps else None,
-            "queues_polled": len({r.queue for r in sqs if r.action == "ReceiveMessage"}),
-            "s3_requests_per_worker_minute": sum(1 for r in requests if r.service == "s3") / minutes,
-            "s3_actions": dict(Counter(r.action for r in requests if r.service == "s3")),
-        }
-
-    sleep = _default_sleep_seconds()
+    run_config: dict = {}  # the executor's defaults, for both stacks
+    poll = taskiq_poll_interval(run_config)
+    step_text = (
+        "warm: each step is forked from the worker's step server, which has imported Dagster and, once it "
+        "has seen a step, the code location"
+        if warm
+        else "cold: each step is a fresh `python -m dagster_taskiq_go.child` interpreter"
+    )
     return Stack(
-        name="taskiq",
+        name=name,
+        executor="taskiq",
         env=env,
         home=home,
-        run_config={},
+        run_config=run_config,
         settings_text=(
-            f"1 worker x {s.slots} slots; worker --poll-wait {s.poll_wait}s (SQS long poll: returns on arrival), "
-            f"--heartbeat-interval {s.heartbeat}s; StepDelegatingExecutor loop sleep {sleep:g}s "
-            "(DAGSTER_STEP_DELEGATING_EXECUTOR_SLEEP_SECONDS); each step is a fresh "
-            "`python -m dagster_taskiq_go.child` process (cold start)"
+            f"1 worker x {s.slots} slots, --step-process {step_process} ({step_text}); worker --poll-wait "
+            f"{s.poll_wait}s (SQS long poll: returns on arrival), --heartbeat-interval {s.heartbeat}s; "
+            f"taskiq_executor poll_interval_seconds {poll:g} (the run process's loop)"
         ),
-        tick={"executor_sleep_s": sleep, "poll_wait_s": s.poll_wait, "heartbeat_s": s.heartbeat},
+        tick={
+            "executor_poll_s": poll,
+            "poll_wait_s": s.poll_wait,
+            "heartbeat_s": s.heartbeat,
+            "step_process": step_process,
+        },
         worker=worker,
         worker_pid_fn=lambda: worker.pid,
         broker_pid=moto_pid or _fail("could not find the moto server's process"),
-        idle_start=lambda: None,
+        idle_start=(lambda: None) if warm else None,
         idle_stop=idle_stop,
+        # Runs go to the same worker's run slot (--run-concurrency, default 1) through queue `dagster`.
+        launcher_home=write_launcher_home(os.path.join(work, name, "launcher_home")) if warm else None,
+        launcher_text="TaskiqRunLauncher (a run slot of the benchmark's worker; runs start cold)",
     )
 
 
@@ -772,6 +873,7 @@ def start_celery(s: Settings, es: ExitStack, work: str, log_dir: str) -> Stack:
 
     return Stack(
         name="celery",
+        executor="celery",
         env=env,
         home=home,
         run_config={"execution": {"config": executor_config}},
@@ -796,6 +898,7 @@ def start_multiprocess(s: Settings, es: ExitStack, work: str, log_dir: str) -> S
     home = make_home(os.path.join(work, "multiprocess", "dagster_home"))
     return Stack(
         name="multiprocess",
+        executor="multiprocess",
         env=dict(os.environ, DAGSTER_HOME=home),
         home=home,
         run_config={"execution": {"config": {"max_concurrent": s.slots}}},
@@ -804,10 +907,18 @@ def start_multiprocess(s: Settings, es: ExitStack, work: str, log_dir: str) -> S
             "process (start method spawn, Dagster's default: cold start) and reads its events through a pipe"
         ),
         tick={},
+        # No run launcher configured: Dagster's DefaultRunLauncher (a subprocess of the code server).
+        launcher_home=make_home(os.path.join(work, "multiprocess", "launcher_home")),
+        launcher_text="DefaultRunLauncher (Dagster's default: the run is a subprocess of the code server)",
     )
 
 
-STARTERS = {"taskiq": start_taskiq, "celery": start_celery, "multiprocess": start_multiprocess}
+STARTERS = {
+    "taskiq": lambda *a: start_taskiq(*a, step_process="warm", name="taskiq"),
+    "taskiq-cold": lambda *a: start_taskiq(*a, step_process="cold", name="taskiq-cold"),
+    "celery": start_celery,
+    "multiprocess": start_multiprocess,
+}
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -883,7 +994,19 @@ def benchmark(s: Settings, names: list[str], work: str, log_dir: str, results: d
                 )
 
         for name in names:
+            if stacks[name].launcher_home and s.launch_runs:
+                with DagsterInstance.from_config(stacks[name].launcher_home) as instance:
+                    launched = launch_latency(stacks[name], s, log_dir, instance)
+                results["executors"][name]["launch"] = launched
+                log(
+                    f"{name}: run launch latency median {launched['median_s']:.2f}s over {len(launched['runs'])} "
+                    f"runs ({launched['launcher']})"
+                )
+
+        for name in names:
             r = results["executors"][name]
+            if stacks[name].worker and stacks[name].tick.get("step_process") == "warm":
+                r["cold_path_steps"] = cold_path_steps(stacks[name].worker)
             if priorities.get(name):
                 runs = priorities[name]
                 r["priority"] = {
@@ -946,6 +1069,7 @@ def _get(d: dict, path: str):
     return d
 
 
+IDLE_PER_QUEUE = "idle.sqs_requests_per_band_queue_minute_max"
 ROWS = [
     # (label, path in an executor's results, unit, format)
     ("step start latency p50", "chain.p50_s", "s", "{:.3f}"),
@@ -955,6 +1079,7 @@ ROWS = [
     ("  p50 part 1: upstream STEP_SUCCESS -> hand-off", "chain.reaction_p50_s", "s", "{:.3f}"),
     ("  p50 part 2: hand-off -> STEP_START", "chain.startup_p50_s", "s", "{:.3f}"),
     ("step body time p50 (STEP_START->SUCCESS)", "chain.step_body_p50_s", "s", "{:.3f}"),
+    ("warm worker: steps that fell back to the cold path", "cold_path_steps", "steps", "{:.0f}"),
     ("fan-out 1->50->1 wall (median)", "fanout.wall_median_s", "s", "{:.1f}"),
     ("fan-out CPU time, all processes (median)", "fanout.cpu_total_median_s", "s", "{:.1f}"),
     ("  of which the broker (moto / redis-server)", "fanout.cpu_broker_median_s", "s", "{:.1f}"),
@@ -964,30 +1089,30 @@ ROWS = [
     ("priority: urgent step wait (its RUN_START->STEP_START)", "priority.wait_median_s", "s", "{:.1f}"),
     ("priority: queued backlog steps when it was submitted", "priority.queued_at_submit_median", "steps", "{:.0f}"),
     ("priority: ... of which started before it (0 = jumped)", "priority.started_ahead_median", "steps", "{:.0f}"),
+    ("run launch latency (launch_run -> RUN_START, median)", "launch.median_s", "s", "{:.2f}"),
     ("idle broker requests / worker-min (celery: Redis cmds)", "idle_requests_per_worker_minute", "req", "{:.1f}"),
+    ("idle SQS requests / worker-min per band queue (max)", IDLE_PER_QUEUE, "req", "{:.1f}"),
     ("idle S3 requests / worker-min", "idle.s3_requests_per_worker_minute", "req", "{:.1f}"),
     ("worker VmRSS idle", "worker_memory_idle.VmRSS", "MiB", "{:.0f}"),
     ("worker VmRSS after fan-out", "worker_memory_after_fanout.VmRSS", "MiB", "{:.0f}"),
     ("worker VmHWM (peak) after fan-out", "worker_memory_after_fanout.VmHWM", "MiB", "{:.0f}"),
     ("worker tree PSS idle", "worker_memory_idle.tree.pss", "MiB", "{:.0f}"),
 ]
-TODO_ROWS = ("TODO run launch latency (run launcher -> RUN_START)",)
-
-
-RATIOS = ("taskiq/celery", "taskiq/multiprocess")
+# Ratios: taskiq's value over another column's.
+RATIOS = ("taskiq/celery", "taskiq/multiprocess", "taskiq/taskiq-cold")
 NO_RATIO_UNITS = ("n", "steps")
 # Measurements coarser than the event log's millisecond timestamps.
 RESOLUTION = {"cancel.step_stopped_median_s": 0.1}
 # Runs of the multiprocess executor share no queue: one run's steps cannot overtake another's.
-PRIORITY_EXECUTORS = ("taskiq", "celery")
+PRIORITY_EXECUTORS = ("taskiq", "taskiq-cold", "celery")
 
 
 def tick_text(tick: dict | None) -> str:
     """The polling intervals that bound step start latency, compactly."""
     if tick is None:
         return "n/a"
-    if "executor_sleep_s" in tick:
-        return f"loop {tick['executor_sleep_s']:g}s, poll {tick['poll_wait_s']}s"
+    if "executor_poll_s" in tick:
+        return f"poll {tick['executor_poll_s']:g}s, SQS wait {tick['poll_wait_s']}s, {tick['step_process']}"
     if "executor_tick_s" in tick:
         return f"tick {tick['executor_tick_s']:g}s"
     return "none"
@@ -995,19 +1120,19 @@ def tick_text(tick: dict | None) -> str:
 
 def table(results: dict) -> tuple[str, list[dict]]:
     """The side-by-side table (markdown) and its rows; ratios are taskiq's value over the other's."""
-    rows, cells = [], [["metric", "unit", *EXECUTORS, "taskiq/celery", "taskiq/multiprocess"]]
+    rows, cells = [], [["metric", "unit", *EXECUTORS, *RATIOS]]
     for label, path, unit, fmt in ROWS:
         row = {"metric": label, "unit": unit}
         for name in EXECUTORS:
             value = _get(results["executors"].get(name, {}), path)
             row[name] = value / 1024 if value is not None and unit == "MiB" else value
-        for other in ("celery", "multiprocess"):
-            a, b = row["taskiq"], row[other]
+        for ratio in RATIOS:
+            a, b = row["taskiq"], row[ratio.split("/")[1]]
             # No ratio to a value that is zero within the measurement's resolution (e.g. a step that
             # stopped "0.0 s" after a cancel, measured by a 0.1 s heartbeat).
             tiny = b is not None and abs(b) < RESOLUTION.get(path, 1e-3) / 2
             usable = a is not None and b is not None and not tiny and unit not in NO_RATIO_UNITS
-            row[f"taskiq/{other}"] = a / b if usable else None
+            row[ratio] = a / b if usable else None
         rows.append(row)
         line = [label, unit, *("n/a" if row[n] is None else fmt.format(row[n]) for n in EXECUTORS)]
         line += ["" if unit in NO_RATIO_UNITS else "n/a" if row[k] is None else f"{row[k]:.2f}x" for k in RATIOS]
@@ -1015,9 +1140,7 @@ def table(results: dict) -> tuple[str, list[dict]]:
         if label == "step start latency max":
             ticks = {name: tick_text(results["executors"].get(name, {}).get("tick")) for name in EXECUTORS}
             rows.append({"metric": "  executor tick / worker poll", "unit": "", **ticks})
-            cells.append(["  executor tick / worker poll", "", *ticks.values(), "", ""])
-    for label in TODO_ROWS:
-        cells.append([label, "", "TODO", "TODO", "TODO", "", ""])
+            cells.append(["  executor tick / worker poll", "", *ticks.values(), *("" for _ in RATIOS)])
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
 
     def fmt_line(c):
@@ -1053,6 +1176,12 @@ def report(results: dict) -> str:
                 else ""
             )
         )
+        per_band = ", ".join(f"{q} {v:.1f}" for q, v in idle["sqs_requests_per_band_queue_minute_over_life"].items())
+        out.append(
+            f"taskiq idle per band queue, over the idle worker's {idle['life_s']:.0f}s life, between each "
+            f"queue's second and last receive: {per_band} SQS requests/min; receives in each queue's first "
+            f"second (start-up): {idle['start_receives_per_queue_first_second']}"
+        )
     idle = _get(results["executors"], "celery.idle")
     if idle:
         out.append(
@@ -1069,6 +1198,11 @@ def report(results: dict) -> str:
                 for r in cancel["runs"]
             )
             out.append(f"{name} cancel (sleeper {cancel['sleeper_seconds']:g}s): {runs}")
+    for name in EXECUTORS:
+        launched = _get(results["executors"], f"{name}.launch")
+        if launched:
+            runs = ", ".join(f"{r['latency_s']:.2f}s" for r in launched["runs"])
+            out.append(f"{name} run launch: {launched['launcher']}: {runs}")
     return "\n".join(out)
 
 
@@ -1102,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--skip",
-        choices=("idle", "chain", "fanout", "cancel", "priority"),
+        choices=("idle", "chain", "fanout", "cancel", "priority", "launch"),
         action="append",
         default=[],
         help="skip this measurement (repeatable; for debugging)",
