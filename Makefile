@@ -69,7 +69,8 @@ test-py: install
 # Injected faults (outages, redelivery, poison, host loss, load, PostgreSQL storage); each case adds a
 # row to the table printed at the end. The PostgreSQL cases need the Debian package postgresql.
 test-faults: install
-	$(PY) -m pytest -q -o addopts="" tests/faults
+	FAULT_STEP_PROCESS=warm $(PY) -m pytest -q -o addopts="" tests/faults
+	FAULT_STEP_PROCESS=cold $(PY) -m pytest -q -o addopts="" tests/faults
 
 # The load case alone, with 500 steps (not run in CI).
 test-load: install

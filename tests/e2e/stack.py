@@ -389,7 +389,7 @@ def launcher_stack(
     queues, workers ({name: (queues, options)}) and `dagster dev` serving jobs. moto_endpoint is what
     every client talks to (moto itself, or a proxy in front of it)."""
     tmp = tmp_path_factory.mktemp(name)
-    home = write_launcher_home(str(tmp / "dagster_home"), run_monitoring, storage, launcher)
+    home = write_launcher_home(str(tmp / "dagster_home"), run_monitoring, storage=storage, launcher=launcher)
     patch = pytest.MonkeyPatch()
     for key, value in transport_env(moto_endpoint, name).items():
         patch.setenv(key, value)
