@@ -263,6 +263,14 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
 """
+# Run monitoring that resumes a run whose worker died, once; a generous start timeout.
+RESUMABLE_MONITORING = {
+    "enabled": True,
+    "start_timeout_seconds": 180,
+    "poll_interval_seconds": 2,
+    "max_resume_run_attempts": 1,
+}
+
 LAUNCHER_DAGSTER_YAML = """
 telemetry:
   enabled: false

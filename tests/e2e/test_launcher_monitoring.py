@@ -17,6 +17,7 @@ from dagster_taskiq_go.dev import step_workers
 from dagster_taskiq_go.tags import RUN_QUEUE_TAG, TASK_ID_TAG
 
 from .stack import (
+    RESUMABLE_MONITORING,
     STEP_START,
     Worker,
     launcher_stack,
@@ -62,18 +63,12 @@ def start_timeout(moto_endpoint, tmp_path_factory):
 @pytest.fixture(scope="class")
 def resumable(moto_endpoint, tmp_path_factory):
     """Run monitoring with one resume attempt; runs go to queue "runs", their steps to "steps"."""
-    monitoring = {
-        "enabled": True,
-        "start_timeout_seconds": 180,
-        "poll_interval_seconds": 2,
-        "max_resume_run_attempts": 1,
-    }
     workers = {
         "steps": (["steps"], {"concurrency": 2, "extra": (*HEARTBEAT, "--run-concurrency", "0")}),
         "runner1": (["runs"], {"concurrency": 1, "extra": HEARTBEAT}),
     }
     with launcher_stack(
-        moto_endpoint, tmp_path_factory, "lresume", ["dagster", "runs", "steps"], workers, monitoring
+        moto_endpoint, tmp_path_factory, "lresume", ["dagster", "runs", "steps"], workers, RESUMABLE_MONITORING
     ) as stack:
         yield stack
 

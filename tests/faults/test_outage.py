@@ -16,7 +16,16 @@ from dagster_taskiq_go._pyshim.errors import TaskiqTransportError
 from dagster_taskiq_go.config import core_config_json
 from dagster_taskiq_go.tags import TASK_ID_TAG
 
-from ..e2e.stack import JOBS_DIR, create_queues, launcher_stack, task_record, transport_env, wait_for, wait_for_run
+from ..e2e.stack import (
+    JOBS_DIR,
+    RESUMABLE_MONITORING,
+    create_queues,
+    launcher_stack,
+    task_record,
+    transport_env,
+    wait_for,
+    wait_for_run,
+)
 from ..proxy import FaultProxy
 
 OUTAGE_SECONDS = 10
@@ -138,18 +147,13 @@ class LeaseWatch:
 @pytest.fixture(scope="module")
 def monitored(proxy, tmp_path_factory):
     """TaskiqRunLauncher with run monitoring (one resume allowed), every client behind the proxy."""
-    monitoring = {
-        "enabled": True,
-        "start_timeout_seconds": 180,
-        "poll_interval_seconds": 2,
-        "max_resume_run_attempts": 1,
-    }
     workers = {
         "steps": (["steps"], {"concurrency": 1, "extra": (*HEARTBEAT, "--run-concurrency", "0")}),
         "runner": (["runs"], {"concurrency": 1, "extra": HEARTBEAT}),
     }
+    queues = ["dagster", "runs", "steps"]
     with launcher_stack(
-        proxy.endpoint, tmp_path_factory, "outrun", ["dagster", "runs", "steps"], workers, monitoring, jobs=FAULT_JOBS
+        proxy.endpoint, tmp_path_factory, "outrun", queues, workers, RESUMABLE_MONITORING, jobs=FAULT_JOBS
     ) as stack:
         yield stack
 

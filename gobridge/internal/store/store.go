@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -96,15 +95,44 @@ func (s *Store) PutTask(ctx context.Context, r Record) error {
 
 // GetTask reads a task record; a missing record is a not_found error.
 func (s *Store) GetTask(ctx context.Context, id string) (Record, error) {
-	var r Record
-	data, err := s.Get(ctx, s.taskKey(id))
+	return getJSON[Record](ctx, s, s.taskKey(id))
+}
+
+// getJSON reads and decodes one object; a missing object is a not_found error.
+func getJSON[T any](ctx context.Context, s *Store, key string) (T, error) {
+	var v T
+	data, err := s.Get(ctx, key)
 	if err != nil {
-		return r, err
+		return v, err
 	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return r, fault.Wrap(fault.Payload, err, "task record %s is corrupt", id)
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fault.Wrap(fault.Payload, err, "s3://%s/%s is corrupt", s.bucket, key)
 	}
-	return r, nil
+	return v, nil
+}
+
+// listJSON reads every object under prefix. An object removed between the
+// listing and its read is skipped (a worker that exited, say).
+func listJSON[T any](ctx context.Context, s *Store, prefix string) ([]T, error) {
+	var out []T
+	p := s3.NewListObjectsV2Paginator(s.api, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fault.Wrap(fault.Transport, err, "list s3://%s/%s", s.bucket, prefix)
+		}
+		for _, obj := range page.Contents {
+			v, err := getJSON[T](ctx, s, aws.ToString(obj.Key))
+			if fault.CodeOf(err) == fault.NotFound {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 // Claim creates the claim object for a task only if none exists. It returns
@@ -255,63 +283,15 @@ func (s *Store) DeleteWorker(ctx context.Context, id string) error {
 
 // ListWorkers reads every worker record, live or stale.
 func (s *Store) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
-	var out []WorkerRecord
-	prefix := s.prefix + "/workers/"
-	p := s3.NewListObjectsV2Paginator(s.api, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fault.Wrap(fault.Transport, err, "list s3://%s/%s", s.bucket, prefix)
-		}
-		for _, obj := range page.Contents {
-			data, err := s.Get(ctx, aws.ToString(obj.Key))
-			if fault.CodeOf(err) == fault.NotFound {
-				continue // removed between list and read: it exited
-			}
-			if err != nil {
-				return nil, err
-			}
-			var w WorkerRecord
-			if err := json.Unmarshal(data, &w); err != nil {
-				return nil, fault.Wrap(fault.Payload, err, "worker record %s is corrupt", aws.ToString(obj.Key))
-			}
-			out = append(out, w)
-		}
-	}
-	return out, nil
+	return listJSON[WorkerRecord](ctx, s, s.prefix+"/workers/")
 }
 
 // GetClaim reads a task's claim; a missing claim is a not_found error.
 func (s *Store) GetClaim(ctx context.Context, id string) (Claim, error) {
-	var c Claim
-	data, err := s.Get(ctx, s.claimKey(id))
-	if err != nil {
-		return c, err
-	}
-	if err := json.Unmarshal(data, &c); err != nil {
-		return c, fault.Wrap(fault.Payload, err, "claim of %s is corrupt", id)
-	}
-	return c, nil
+	return getJSON[Claim](ctx, s, s.claimKey(id))
 }
 
 // ListRunTasks reads the records of every task of a run.
 func (s *Store) ListRunTasks(ctx context.Context, runID string) ([]Record, error) {
-	var out []Record
-	prefix := s.prefix + "/tasks/" + runID + "/"
-	p := s3.NewListObjectsV2Paginator(s.api, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fault.Wrap(fault.Transport, err, "list s3://%s/%s", s.bucket, prefix)
-		}
-		for _, obj := range page.Contents {
-			id := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(obj.Key), s.prefix+"/tasks/"), ".json")
-			rec, err := s.GetTask(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, rec)
-		}
-	}
-	return out, nil
+	return listJSON[Record](ctx, s, s.prefix+"/tasks/"+runID+"/")
 }
