@@ -251,9 +251,13 @@ func (s *Server) Fork(ctx context.Context, taskID, args string, env map[string]s
 		conn.Close()
 		return Process{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if _, err := conn.Write(request[len(head):]); err != nil {
-		conn.Close()
-		return Process{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	// Only a non-empty rest: a server that declines at once closes the
+	// connection, and even an empty write would then fail with EPIPE.
+	if rest := request[len(head):]; len(rest) > 0 {
+		if _, err := conn.Write(rest); err != nil {
+			conn.Close()
+			return Process{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
 	}
 
 	replies := bufio.NewReader(conn)
