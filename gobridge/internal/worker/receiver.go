@@ -146,8 +146,13 @@ func (r *receiver) longPoll(ctx context.Context) (string, *types.Message, error)
 			continue
 		}
 		r.polling[band] = true
+		// Deaf to a stop: a long poll abandoned client-side still completes at
+		// SQS, and a message it takes then stays invisible for the visibility
+		// timeout. Stopping waits for it instead (handBack releases what it took).
+		pollCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(r.w.opts.PollWaitSeconds)*time.Second+writeTimeout)
 		go func() {
-			msgs, err := r.w.tr.Queues.Receive(ctx, r.urls[band], 1, r.w.opts.PollWaitSeconds)
+			defer cancel()
+			msgs, err := r.w.tr.Queues.Receive(pollCtx, r.urls[band], 1, r.w.opts.PollWaitSeconds)
 			r.results <- polled{band, msgs, err}
 		}()
 	}
